@@ -1,0 +1,1 @@
+"""The feeder runtime: connections, pipeline, delivery, stats."""

@@ -1,0 +1,1 @@
+"""Loopback exchange simulator: a seeded market served through each venue plugin's wire codec."""

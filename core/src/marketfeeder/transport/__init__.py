@@ -1,0 +1,1 @@
+"""Network transport shared by every connector: WebSocket (anyio) and REST (httpx)."""
