@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 
 from ..models import DataType
+from ..transport.server import HttpReply, HttpRequest
 from .model import SimEvent, SimInstrument, SimKline, SimSnapshot, SimTicker
 
 __all__ = [
@@ -55,22 +56,6 @@ class SimFrame:
     stream: str
     payload: str  # JSON text of the raw payload
     data_type: DataType  # lets faults target, e.g., only ORDERBOOK frames ("skipped sequence ids")
-
-
-@attrs.frozen
-class HttpRequest:
-    method: str
-    path: str  # without the query string
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-
-
-@attrs.frozen
-class HttpReply:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
 class WsReject(Exception):
