@@ -1,0 +1,261 @@
+"""The work behind ``marketfeeder run`` and ``marketfeeder sim serve``: config assembly, the
+in-process simulator, the live status table, signals and the final summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from .config import Config, ConfigError, SinkConfig, load_config, unstructure_config
+from .models import DataType
+from .plugins import PluginManager, collect
+
+log = logging.getLogger("marketfeeder")
+
+
+@attrs.frozen
+class RunOptions:
+    duration: float | None
+    sim: bool
+    seed: int
+    rate: float
+    faults: str
+    quiet: bool
+
+
+def _split_symbols(symbols: Sequence[str], exchanges: Sequence[str]) -> dict[str, list[str]]:
+    """``BTC-USDT`` applies to every exchange; ``binance:BTC-USDT`` to one."""
+    result: dict[str, list[str]] = {name: [] for name in exchanges}
+    for item in symbols:
+        exchange, sep, symbol = item.partition(":")
+        if sep:
+            if exchange not in result:
+                raise ConfigError(f"--symbol {item!r}: exchange {exchange!r} is not selected (selected: {', '.join(exchanges)})")
+            result[exchange].append(symbol.upper())
+        else:
+            for name in result:
+                result[name].append(item.upper())
+    return result
+
+
+def build_run_config(
+    pm: PluginManager,
+    *,
+    config_path: Path | None,
+    exchanges: list[str],
+    symbols: list[str],
+    data_types: list[DataType],
+    sinks: list[SinkConfig],
+    sim: bool,
+) -> Config:
+    """The run's Config: the file (if any) with command-line flags laid over it."""
+    base: dict[str, Any] = unstructure_config(load_config(config_path)) if config_path else {}
+    base.setdefault("exchanges", {})
+    connectors = collect(pm, "marketfeeder_register_connectors", "connector")
+    if exchanges:
+        chosen = exchanges
+    elif base["exchanges"]:
+        chosen = [name for name, cfg in base["exchanges"].items() if cfg.get("enabled", True)]
+    else:
+        chosen = connectors.names()
+        if sim:
+            venues = collect(pm, "marketfeeder_register_venues", "venue")
+            chosen = [name for name in chosen if name in venues]
+    if not chosen:
+        raise ConfigError("no exchange selected and no connector installed: pip install marketfeeder-binance")
+    per_exchange = _split_symbols(symbols, chosen)
+    for name in chosen:
+        section = dict(base["exchanges"].get(name, {}))
+        section["enabled"] = True
+        if per_exchange[name]:
+            section["symbols"] = per_exchange[name]
+        elif not section.get("symbols"):
+            if sim:
+                from .sim.engine import default_instruments
+
+                section["symbols"] = [inst.symbol for inst in default_instruments(name)][:3]
+            else:
+                raise ConfigError(f"exchanges.{name}.symbols: no symbols; pass --symbol or set them in the config")
+        if data_types:
+            section["data_types"] = [dt.value for dt in data_types]
+        base["exchanges"][name] = section
+    for name in list(base["exchanges"]):
+        if name not in chosen:
+            base["exchanges"][name] = {**base["exchanges"][name], "enabled": False}
+    if sinks:
+        base["sinks"] = [*base.get("sinks", []), *(attrs.asdict(s) for s in sinks)]
+    return load_config(base)
+
+
+async def run_feeder(pm: PluginManager, config: Config, options: RunOptions) -> int:
+    """Run until the duration elapses or a signal arrives; print the summary; return the exit code."""
+    from .runtime.feeder import Feeder
+
+    logging.basicConfig(level=logging.INFO if options.quiet else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, tg.cancel_scope)
+        if options.sim:
+            from .sim.faults import FaultPlan
+            from .sim.server import SimServer, sim_config_for
+
+            venues = collect(pm, "marketfeeder_register_venues", "venue")
+            names = list(config.enabled_exchanges())
+            missing = [name for name in names if name not in venues]
+            if missing:
+                raise SystemExit(_usage_error(f"--sim: no simulator venue for {', '.join(missing)}"))
+            faults = FaultPlan.parse(options.faults, seed=options.seed) if options.faults else None
+            symbols = sorted({s for name in names for s in config.exchanges[name].symbols})
+            async with SimServer(
+                {name: venues[name] for name in names}, seed=options.seed, rate=options.rate, symbols=symbols, faults=faults
+            ) as sim:
+                overrides = sim_config_for(sim, names)
+                config = _with_endpoints(config, overrides)
+                for name, urls in overrides.items():
+                    log.info("simulator %s: ws %s rest %s", name, urls["ws_url"], urls["rest_url"])
+                stats = await _run_with_table(pm, config, options, Feeder)
+        else:
+            stats = await _run_with_table(pm, config, options, Feeder)
+        tg.cancel_scope.cancel()
+    _print_summary(stats, time.monotonic() - started)
+    return 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"marketfeeder: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _with_endpoints(config: Config, overrides: Mapping[str, Mapping[str, str]]) -> Config:
+    exchanges = dict(config.exchanges)
+    for name, urls in overrides.items():
+        exchanges[name] = attrs.evolve(exchanges[name], ws_url=urls["ws_url"], rest_url=urls["rest_url"])
+    return attrs.evolve(config, exchanges=exchanges)
+
+
+async def _watch_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _run_with_table(pm: PluginManager, config: Config, options: RunOptions, feeder_cls: Any) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    try:
+        async with feeder_cls(config, plugin_manager=pm) as feeder:
+            with anyio.move_on_after(options.duration if options.duration is not None else float("inf")):
+                if options.quiet:
+                    while True:
+                        await anyio.sleep(1.0)
+                        stats = feeder.get_performance_stats()
+                else:
+                    await _live_table(feeder)
+            stats = feeder.get_performance_stats()
+    finally:
+        pass
+    return stats
+
+
+async def _live_table(feeder: Any) -> None:
+    from rich.live import Live
+
+    with Live(render_table(feeder.get_performance_stats()), refresh_per_second=2, transient=False) as live:
+        while True:
+            await anyio.sleep(1.0)
+            live.update(render_table(feeder.get_performance_stats()))
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def stream_rows(stats: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The per-stream sections of a stats dict (keys "exchange:SYMBOL")."""
+    streams = stats.get("streams", stats)
+    return sorted((key, value) for key, value in streams.items() if ":" in key and isinstance(value, Mapping))
+
+
+def render_table(stats: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="marketfeeder", expand=False)
+    for column in ("stream", "msgs", "msgs/s", "lat p50 ms", "lat p99 ms", "book", "gaps", "resyncs", "errors", "invalid"):
+        table.add_column(column, justify="right" if column not in ("stream", "book") else "left")
+    for key, row in stream_rows(stats):
+        latency = row.get("latency_ms") or row.get("latency") or {}
+        table.add_row(
+            key,
+            _fmt(row.get("message_count")),
+            _fmt(row.get("msgs_per_sec")),
+            _fmt(latency.get("p50"), 2),
+            _fmt(latency.get("p99"), 2),
+            str(row.get("book_state") or "-"),
+            _fmt(row.get("gaps")),
+            _fmt(row.get("resyncs")),
+            _fmt(row.get("error_count")),
+            _fmt(sum((row.get("validation_failures") or {}).values())),
+        )
+    sinks = stats.get("sinks") or {}
+    for name, row in sinks.items():
+        if isinstance(row, Mapping):
+            table.add_row(
+                f"sink {name}", _fmt(row.get("written")), "", "", "", f"lag {_fmt(row.get('queued'))}", "",
+                "", _fmt(row.get("errors") or row.get("error")), _fmt(row.get("dropped")),
+            )
+    return table
+
+
+def _print_summary(stats: Mapping[str, Any], elapsed: float) -> None:
+    rows = stream_rows(stats)
+    total = sum(int(row.get("message_count") or 0) for _, row in rows)
+    gaps = sum(int(row.get("gaps") or 0) for _, row in rows)
+    errors = sum(int(row.get("error_count") or 0) for _, row in rows)
+    print(f"marketfeeder: {total:,} messages on {len(rows)} streams in {elapsed:.1f}s; {gaps} gaps, {errors} errors")
+    for key, row in rows:
+        latency = row.get("latency_ms") or row.get("latency") or {}
+        print(
+            f"  {key:<28} {int(row.get('message_count') or 0):>9,} msgs  p50 {_fmt(latency.get('p50'), 2)} ms"
+            f"  p99 {_fmt(latency.get('p99'), 2)} ms  book {row.get('book_state') or '-'}"
+        )
+
+
+async def serve_simulator(
+    venue_classes: Mapping[str, Any],
+    host: str,
+    port: int,
+    seed: int,
+    rate: float,
+    symbols: list[str],
+    faults: str,
+    duration: float | None,
+) -> None:
+    from .sim.faults import FaultPlan
+    from .sim.server import SimServer
+
+    plan = FaultPlan.parse(faults, seed=seed) if faults else None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, tg.cancel_scope)
+        async with SimServer(
+            venue_classes, seed=seed, rate=rate, symbols=symbols or None, faults=plan, host=host, port=port
+        ) as sim:
+            for name, urls in sim.endpoints().items():
+                print(json.dumps({"venue": name, **urls}), flush=True)
+            if duration is not None:
+                await anyio.sleep(duration)
+            else:
+                await anyio.sleep_forever()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""pytest plugin registered by the core (entry point ``pytest11``); kept import-light."""
