@@ -65,6 +65,7 @@ DEFAULT_DATA_TYPES = [DataType.TICKER, DataType.BOOK_TICKER, DataType.ORDERBOOK,
 class ExchangeConfig:
     """``[exchanges.<name>]``: one exchange connector."""
 
+    #: Stream this exchange (false keeps the section but skips it).
     enabled: bool = True
     #: WebSocket base URL; None uses the connector's documented default.
     ws_url: str | None = None
@@ -86,7 +87,9 @@ class ExchangeConfig:
 class SinkConfig:
     """``[[sinks]]``: a registered sink by name, its options, and how its buffer overflows."""
 
+    #: Registered sink name (``memory``, ``jsonl``, ``duckdb``, ...).
     type: str
+    #: The sink's own options; ``target`` is what ``--sink NAME:TARGET`` sets.
     options: dict[str, Any] = attrs.field(factory=dict)
     #: Events queued for this sink before the overflow policy applies.
     queue_size: int = attrs.field(default=10_000, validator=_positive)
@@ -102,7 +105,9 @@ class SinkConfig:
 class StrategyConfig:
     """``[[strategies]]``: a registered strategy by name and its options."""
 
+    #: Registered strategy name (``arbitrage``, ...).
     type: str
+    #: The strategy's own options.
     options: dict[str, Any] = attrs.field(factory=dict)
 
 
@@ -129,18 +134,21 @@ class RuntimeConfig:
     subscriber_queue_size: int = attrs.field(default=10_000, validator=_positive)
     #: A callback slower than this (ms) is counted as slow.
     slow_callback_ms: float = attrs.field(default=50.0, validator=_positive)
-    #: Reconnect backoff: first delay, cap (s); full jitter is applied.
+    #: First reconnect delay (s); it doubles per failed attempt, with full jitter.
     reconnect_initial_delay: float = attrs.field(default=0.1, validator=_positive)
+    #: Longest reconnect delay (s). Reconnection never gives up.
     reconnect_max_delay: float = attrs.field(default=30.0, validator=_positive)
     #: Largest WebSocket frame accepted (bytes).
     max_frame_size: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
     #: Seconds to open a connection (TCP + TLS + handshake).
     connect_timeout: float = attrs.field(default=10.0, validator=_positive)
-    #: REST request timeout (s) and retry count on 429/5xx.
+    #: REST request timeout (s).
     http_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: REST retries on 429, 5xx and transport errors (429 honours ``Retry-After``).
     http_retries: int = attrs.field(default=5, validator=_non_negative)
-    #: A stream is stale after this many times its usual inter-message gap, with a floor (s).
+    #: A stream is stale after this many times its usual inter-message gap...
     stale_factor: float = attrs.field(default=10.0, validator=_positive)
+    #: ...and never before this many seconds of silence.
     stale_min_seconds: float = attrs.field(default=5.0, validator=_positive)
 
 
@@ -148,17 +156,23 @@ class RuntimeConfig:
 class Config:
     """The whole configuration. Every key is documented in ``docs/configuration.md``."""
 
+    #: Exchange connectors by name (``[exchanges.binance]``); see the ``[exchanges.NAME]`` section.
     exchanges: dict[str, ExchangeConfig] = attrs.field(factory=dict)
     #: Events kept per (exchange, symbol, data type) ring buffer.
     buffer_size: int = attrs.field(default=1_000, validator=_positive)
     #: Quotes further apart in time than this are never paired across exchanges.
     sync_tolerance_ms: float = attrs.field(default=100.0, validator=_positive)
+    #: Run the data-quality checks (``[validation]``) on every event.
     enable_validation: bool = True
     #: Turn on the sinks listed in ``sinks`` (False keeps only in-memory buffers).
     enable_historical_storage: bool = True
+    #: Where events are stored (``[[sinks]]`` entries).
     sinks: list[SinkConfig] = attrs.field(factory=list)
+    #: Strategies to run (``[[strategies]]`` entries).
     strategies: list[StrategyConfig] = attrs.field(factory=list)
+    #: Data-quality checks and the policy for failures (``[validation]``).
     validation: ValidationConfig = attrs.field(factory=ValidationConfig)
+    #: Timeouts, queues and reconnection (``[runtime]``).
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
 
     def enabled_exchanges(self) -> dict[str, ExchangeConfig]:

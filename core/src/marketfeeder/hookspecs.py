@@ -61,7 +61,7 @@ def marketfeeder_register_validators(register: Callable[[str, ValidatorFactory],
     """Register data-quality checks by name.
 
     ``register("spread", SpreadValidator)``: the factory is called with the check's options (a dict
-    from ``[validation.checks.<name>]``) and returns a :class:`~marketfeeder.validators.base.Validator`.
+    from ``[validation.options.<name>]``) and returns a :class:`~marketfeeder.validators.base.Validator`.
     The core's own checks are registered through this same hook by its default plugin.
     """
 
