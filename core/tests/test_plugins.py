@@ -143,5 +143,5 @@ def test_duplicate_names_name_both_plugins() -> None:
 def test_registry_lookup_error_lists_installed() -> None:
     pm = get_plugin_manager(load_entry_points=False)
     sinks = collect(pm, "marketfeeder_register_sinks", "sink")
-    with pytest.raises(KeyError, match="no sink named 'nope'.*memory"):
+    with pytest.raises(KeyError, match=r"no sink named 'nope'.*memory"):
         sinks["nope"]

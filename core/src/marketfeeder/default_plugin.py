@@ -23,3 +23,10 @@ def marketfeeder_register_sinks(register: Callable[[str, Any], None]) -> None:
 
     register("memory", MemorySink)
     register("jsonl", JsonlSink)
+
+
+@hookimpl
+def marketfeeder_register_strategies(register: Callable[[str, Any], None]) -> None:
+    from .arbitrage import ArbitrageStrategy
+
+    register("arbitrage", ArbitrageStrategy)

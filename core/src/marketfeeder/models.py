@@ -132,7 +132,8 @@ def _fast_constructor(cls: type[_E]) -> Callable[..., _E]:
     def fast(*args: Any) -> _E:
         obj = fields_cls(*args)
         obj.__class__ = cls
-        return obj  # type: ignore[return-value]
+        result: _E = obj
+        return result
 
     fast.__doc__ = f"Build a {cls.__name__} from positional fields in order, skipping the frozen guard."
     return fast
@@ -143,8 +144,8 @@ def _event(fields_cls: type[Any]) -> Callable[[type[_E]], type[_E]]:
 
     def wrap(cls: type[_E]) -> type[_E]:
         frozen = attrs.frozen(slots=True, weakref_slot=False)(cls)
-        frozen._Fields = fields_cls  # type: ignore[attr-defined]
-        frozen.fast = staticmethod(_fast_constructor(frozen))  # type: ignore[attr-defined]
+        frozen._Fields = fields_cls
+        frozen.fast = staticmethod(_fast_constructor(frozen))
         return frozen
 
     return wrap
