@@ -1,0 +1,201 @@
+"""Runs the configured checks on each event, counts failures, and isolates faulty checks.
+
+The runtime builds one :class:`ValidationEngine` from the configured validators and calls
+:meth:`ValidationEngine.check` per event. The dispatch table maps an event's exact class to the checks
+that declared it (built once; a class seen for the first time is resolved by ``isinstance`` and cached),
+so an event only meets its relevant checks and the all-pass case returns ``None`` without allocating.
+
+A check that raises is a bug in that check (built-in checks never raise on bad data). The engine counts
+it under ``validator_errors``, logs its first traceback, and treats the event as passing that check: a
+faulty third-party check must not take the feed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from marketfeeder.models import EVENT_TYPES, Event, Instrument
+
+from .base import ValidationContext, Validator, Verdict
+
+__all__ = ["StaticContext", "ValidationEngine"]
+
+log = logging.getLogger("marketfeeder.validators")
+
+_CheckFn = Callable[[Event, ValidationContext], "Verdict | None"]
+_Entry = tuple[Validator, _CheckFn]
+
+#: Failure counters are kept for at most this many (exchange, symbol) pairs; beyond it they go to
+#: ``"*:*"``, so a stream of garbage symbols cannot grow the table without bound.
+MAX_COUNTER_KEYS = 10_000
+_OVERFLOW_KEY = ("*", "*")
+
+
+class StaticContext:
+    """A :class:`~marketfeeder.validators.base.ValidationContext` over a mapping of instruments.
+
+    ``instruments`` maps ``(exchange, normalized symbol)`` to the instrument. The mapping is kept by
+    reference, not copied: the runtime may pass a dict it fills in as instrument tables load.
+    ``clock`` returns the wall clock in integer nanoseconds since the epoch.
+    """
+
+    __slots__ = ("_instruments", "now_ns")
+
+    def __init__(
+        self,
+        instruments: Mapping[tuple[str, str], Instrument] | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._instruments: Mapping[tuple[str, str], Instrument] = {} if instruments is None else instruments
+        #: The clock itself, so a call costs what the clock costs.
+        self.now_ns: Callable[[], int] = clock
+
+    def instrument(self, exchange: str, symbol: str) -> Instrument | None:
+        return self._instruments.get((exchange, symbol))
+
+
+class ValidationEngine:
+    """Applies ``validators`` to events; see the module docstring."""
+
+    __slots__ = (
+        "_checked",
+        "_context",
+        "_dispatch",
+        "_error_counts",
+        "_failed",
+        "_failures",
+        "_validators",
+        "_verdicts",
+    )
+
+    def __init__(self, validators: Sequence[Validator], context: ValidationContext) -> None:
+        names: set[str] = set()
+        for validator in validators:
+            name = getattr(validator, "name", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"validator {validator!r} has no name (a non-empty str attribute 'name')")
+            if name in names:
+                raise ValueError(f"two validators are named {name!r}; check names must be unique")
+            names.add(name)
+            types = getattr(validator, "event_types", None)
+            if not isinstance(types, tuple) or not all(isinstance(t, type) for t in types):
+                raise TypeError(
+                    f"validator {name!r}: event_types must be a tuple of event classes, got {types!r}"
+                )
+            if not callable(getattr(validator, "check", None)):
+                raise TypeError(f"validator {name!r} has no check(event, context) method")
+        self._validators: tuple[Validator, ...] = tuple(validators)
+        self._context = context
+        self._dispatch: dict[type[Event], tuple[_Entry, ...]] = {}
+        for cls in EVENT_TYPES.values():
+            self._resolve(cls)
+        self._failures: dict[tuple[str, str], dict[str, int]] = {}
+        self._error_counts: dict[str, int] = {}
+        self._checked = 0
+        self._failed = 0
+        self._verdicts = 0
+
+    @property
+    def validators(self) -> tuple[Validator, ...]:
+        return self._validators
+
+    @property
+    def context(self) -> ValidationContext:
+        return self._context
+
+    def _resolve(self, cls: type[Event]) -> tuple[_Entry, ...]:
+        entries = tuple(
+            (validator, validator.check)
+            for validator in self._validators
+            if any(issubclass(cls, t) for t in validator.event_types)
+        )
+        self._dispatch[cls] = entries
+        return entries
+
+    def validators_for(self, cls: type[Event]) -> tuple[Validator, ...]:
+        """The checks an event of class ``cls`` meets, in configured order."""
+        entries = self._dispatch.get(cls)
+        if entries is None:
+            entries = self._resolve(cls)
+        return tuple(validator for validator, _ in entries)
+
+    def check(self, event: Event) -> list[Verdict] | None:
+        """Run the relevant checks on ``event``: ``None`` when all pass, else their verdicts."""
+        self._checked += 1
+        entries = self._dispatch.get(type(event))
+        if entries is None:
+            entries = self._resolve(type(event))
+        context = self._context
+        verdicts: list[Verdict] | None = None
+        for validator, check in entries:
+            try:
+                verdict = check(event, context)
+            except Exception as exc:  # a bug in the check, not in the data: count it and pass
+                self._validator_error(validator, event, exc)
+                continue
+            if verdict is None:
+                continue
+            if type(verdict) is not Verdict and not isinstance(verdict, Verdict):
+                self._validator_error(
+                    validator,
+                    event,
+                    TypeError(f"check returned {type(verdict).__name__}, not Verdict or None"),
+                )
+                continue
+            if verdicts is None:
+                verdicts = [verdict]
+            else:
+                verdicts.append(verdict)
+        if verdicts is not None:
+            self._count(event, verdicts)
+        return verdicts
+
+    def _count(self, event: Event, verdicts: list[Verdict]) -> None:
+        self._failed += 1
+        self._verdicts += len(verdicts)
+        key = (event.exchange, event.symbol)
+        counts = self._failures.get(key)
+        if counts is None:
+            if len(self._failures) >= MAX_COUNTER_KEYS:
+                key = _OVERFLOW_KEY
+            counts = self._failures.setdefault(key, {})
+        for verdict in verdicts:
+            counts[verdict.check] = counts.get(verdict.check, 0) + 1
+
+    def _validator_error(self, validator: Validator, event: Event, exc: Exception) -> None:
+        name = validator.name
+        count = self._error_counts.get(name, 0) + 1
+        self._error_counts[name] = count
+        if count == 1:  # the first traceback is what a plugin author needs; the rest is counted
+            log.error(
+                "check %r raised on %s (counted in validator_errors, event passed); further errors "
+                "from it are only counted",
+                name,
+                type(event).__name__,
+                exc_info=exc,
+            )
+
+    def failures(self) -> dict[str, dict[str, int]]:
+        """Failure counts by ``"exchange:SYMBOL"`` and then by check name (a copy)."""
+        return {f"{exchange}:{symbol}": dict(counts) for (exchange, symbol), counts in self._failures.items()}
+
+    def validator_errors(self) -> dict[str, int]:
+        """How many times each check raised instead of answering (a copy)."""
+        return dict(self._error_counts)
+
+    def statistics(self) -> dict[str, int]:
+        """Totals: events checked, events with at least one verdict, verdicts, validator errors."""
+        return {
+            "checked": self._checked,
+            "failed": self._failed,
+            "verdicts": self._verdicts,
+            "validator_errors": sum(self._error_counts.values()),
+        }
+
+    def reset_counters(self) -> None:
+        """Zero every counter (the checks' own state, such as rolling windows, is kept)."""
+        self._failures.clear()
+        self._error_counts.clear()
+        self._checked = self._failed = self._verdicts = 0
