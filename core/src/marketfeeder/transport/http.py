@@ -118,7 +118,9 @@ class HttpClient:
                     raise HttpError(f"GET {url}: {reason}: {body}", url=url, status=status, body=body)
                 if status == 429:
                     self.stats.rate_limited += 1
-                delay = self._retry_after(response) or self._backoff(attempt)
+                delay = self._retry_after(response)
+                if delay is None:  # "Retry-After: 0" (or a past date) means now, not "use the backoff"
+                    delay = self._backoff(attempt)
             if attempt >= self.retries:
                 self.stats.failures += 1
                 raise HttpError(
