@@ -172,8 +172,8 @@ def collect(pm: pluggy.PluginManager, hook_name: str, kind: str) -> Registry[Any
     """Call one ``register_*`` hook on every plugin, each with a ``register`` bound to that plugin."""
     registry: Registry[Any] = Registry(kind)
     hook = getattr(pm.hook, hook_name)
-    # Oldest registration first, so the default plugin's entries are listed before external ones.
-    for impl in reversed(hook.get_hookimpls()):
+    # pluggy lists implementations in registration order: the default plugin comes first.
+    for impl in hook.get_hookimpls():
         plugin_name = impl.plugin_name
 
         def register(name: str, obj: Any, _plugin: str = plugin_name) -> None:
