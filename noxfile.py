@@ -7,6 +7,7 @@ alone into a fresh environment and runs the plugin's own tests, proving it insta
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import platform
 import sys
 import tomllib
@@ -76,12 +77,55 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", "docs/_build")
 
 
+PEER_VENV = ROOT / ".nox" / "bench-peers"
+# What the side-by-side comparison (bench/peers/compare.py) runs on, besides the core and its plugins.
+PEER_PACKAGES = ["cryptofeed", "ccxt", "msgspec", "orjson", "websockets"]
+
+
+def _peer_python(session: nox.Session) -> str | None:
+    """Build .nox/bench-peers with a Python >= 3.13 found on the machine (cryptofeed 3 needs one) and
+    return its interpreter, or None (with one log line saying why) when the machine has none."""
+    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "bench" / "bench_peers.py")
+    assert spec is not None and spec.loader is not None
+    bench_peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_peers)
+    found = bench_peers.candidate_interpreters()
+    if not found:
+        session.log("peer comparison will be skipped: no Python >= 3.13 on this machine (PATH, ~/.pyenv/versions)")
+        return None
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        session.run(found[0], "-m", "venv", str(PEER_VENV), external=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    session.run(*pip, "--upgrade", "pip", external=True)
+    local = ["./core", "./plugins/binance", "./plugins/backpack"]
+    session.run(*pip, *local, *PEER_PACKAGES, external=True)
+    # The project's own code is reinstalled every run so the figures are for the working tree.
+    session.run(*pip, "--force-reinstall", "--no-deps", *local, external=True)
+    return str(python)
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Run bench/, print a table, write bench/results/<date>-<python>.json and bench/RESULTS.md."""
+    """Run bench/, print a table, write bench/results/<date>-<python>.json and bench/RESULTS.md.
+
+    The peer comparison (cryptofeed, ccxt) runs in .nox/bench-peers, built here with a Python >= 3.13.
+    """
     session.install("-e", "core", *[arg for p in SHIPPED_PLUGINS for arg in ("-e", str(p.relative_to(ROOT)))])
     session.install("uvloop>=0.19", "trio>=0.25")
-    session.run("python", "bench/run.py", *session.posargs)
+    env: dict[str, str] = {}
+    names: list[str] = []
+    args = iter(session.posargs)
+    for arg in args:
+        if arg == "--rounds":
+            next(args, None)
+        elif not arg.startswith("-"):
+            names.append(arg)
+    if not names or "peers" in names:
+        peer_python = _peer_python(session)
+        if peer_python is not None:
+            env["MARKETFEEDER_PEER_PYTHON"] = peer_python
+    session.run("python", "bench/run.py", *session.posargs, env=env)
 
 
 @nox.session(default=False)

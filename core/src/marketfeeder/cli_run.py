@@ -100,7 +100,13 @@ async def run_feeder(pm: PluginManager, config: Config, options: RunOptions) -> 
     """Run until the duration elapses or a signal arrives; print the summary; return the exit code."""
     from .runtime.feeder import Feeder
 
-    logging.basicConfig(level=logging.INFO if options.quiet else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if options.quiet else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Per-request and per-connection chatter of the libraries is not what a status log is for.
+    for noisy in ("httpx", "httpcore", "marketfeeder.transport.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, tg.cancel_scope)
@@ -118,7 +124,7 @@ async def run_feeder(pm: PluginManager, config: Config, options: RunOptions) -> 
             async with SimServer(
                 {name: venues[name] for name in names}, seed=options.seed, rate=options.rate, symbols=symbols, faults=faults
             ) as sim:
-                overrides = sim_config_for(sim, names)
+                overrides = sim_config_for(sim, names)["exchanges"]
                 config = _with_endpoints(config, overrides)
                 for name, urls in overrides.items():
                     log.info("simulator %s: ws %s rest %s", name, urls["ws_url"], urls["rest_url"])
@@ -184,9 +190,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def stream_rows(stats: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """The per-stream sections of a stats dict (keys "exchange:SYMBOL")."""
-    streams = stats.get("streams", stats)
-    return sorted((key, value) for key, value in streams.items() if ":" in key and isinstance(value, Mapping))
+    """The per-symbol sections of a stats dict (keys "exchange:SYMBOL")."""
+    return sorted((key, value) for key, value in stats.items() if ":" in key and isinstance(value, Mapping))
+
+
+def _latency(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    latency = row.get("latency_ms") or {}
+    result: Mapping[str, Any] = latency.get("exchange_to_receive") or {}
+    return result
 
 
 def render_table(stats: Mapping[str, Any]) -> Any:
@@ -196,11 +207,11 @@ def render_table(stats: Mapping[str, Any]) -> Any:
     for column in ("stream", "msgs", "msgs/s", "lat p50 ms", "lat p99 ms", "book", "gaps", "resyncs", "errors", "invalid"):
         table.add_column(column, justify="right" if column not in ("stream", "book") else "left")
     for key, row in stream_rows(stats):
-        latency = row.get("latency_ms") or row.get("latency") or {}
+        latency = _latency(row)
         table.add_row(
             key,
             _fmt(row.get("message_count")),
-            _fmt(row.get("msgs_per_sec")),
+            _fmt(row.get("msgs_per_s")),
             _fmt(latency.get("p50"), 2),
             _fmt(latency.get("p99"), 2),
             str(row.get("book_state") or "-"),
@@ -209,13 +220,11 @@ def render_table(stats: Mapping[str, Any]) -> Any:
             _fmt(row.get("error_count")),
             _fmt(sum((row.get("validation_failures") or {}).values())),
         )
-    sinks = stats.get("sinks") or {}
-    for name, row in sinks.items():
+    for name, row in (stats.get("sinks") or {}).items():
         if isinstance(row, Mapping):
-            table.add_row(
-                f"sink {name}", _fmt(row.get("written")), "", "", "", f"lag {_fmt(row.get('queued'))}", "",
-                "", _fmt(row.get("errors") or row.get("error")), _fmt(row.get("dropped")),
-            )
+            dropped = (row.get("queue") or {}).get("dropped_by_backpressure")
+            state = "failed" if row.get("failed") else f"lag {_fmt(row.get('lag'))}"
+            table.add_row(f"sink {name}", _fmt(row.get("written")), "", "", "", state, "", "", _fmt(1 if row.get("error") else 0), _fmt(dropped))
     return table
 
 
@@ -226,11 +235,15 @@ def _print_summary(stats: Mapping[str, Any], elapsed: float) -> None:
     errors = sum(int(row.get("error_count") or 0) for _, row in rows)
     print(f"marketfeeder: {total:,} messages on {len(rows)} streams in {elapsed:.1f}s; {gaps} gaps, {errors} errors")
     for key, row in rows:
-        latency = row.get("latency_ms") or row.get("latency") or {}
+        latency = _latency(row)
         print(
             f"  {key:<28} {int(row.get('message_count') or 0):>9,} msgs  p50 {_fmt(latency.get('p50'), 2)} ms"
             f"  p99 {_fmt(latency.get('p99'), 2)} ms  book {row.get('book_state') or '-'}"
         )
+    for name, row in (stats.get("sinks") or {}).items():
+        if isinstance(row, Mapping):
+            status = f"FAILED: {row.get('error')}" if row.get("failed") else "ok"
+            print(f"  sink {name:<23} {int(row.get('written') or 0):>9,} written  {status}")
 
 
 async def serve_simulator(
