@@ -275,10 +275,14 @@ async def test_shutdown_gives_up_on_a_hanging_sink_after_the_timeout(venue: ToyE
 async def test_an_error_in_the_body_propagates_after_a_clean_shutdown(venue: ToyExchange) -> None:
     config = make_config(venue, sinks=[{"type": "memory", "flush_interval": 0.01}])
     feeder = Feeder(config, connectors={"toy": ToyConnector})
-    with pytest.raises(ValueError, match="user code failed"):
+
+    async def body() -> None:
         async with feeder:
             await wait_for(lambda: feeder.sinks[0].queue.accepted > 5)
             raise ValueError("user code failed")
+
+    with pytest.raises(ValueError, match="user code failed"):
+        await body()
     runner = feeder.sinks[0]
     assert runner.closed and runner.written == runner.queue.accepted
     assert not feeder.running

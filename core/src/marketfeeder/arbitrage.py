@@ -382,8 +382,9 @@ class ArbitrageStrategy:
         legs_cfg = dict(next(legs for a, legs in self.pairs if a == asset))
         legs: list[LegBook] = []
         for exchange, symbol in legs_cfg.items():
-            view = feeder.book(exchange, symbol)
-            if view is None:
+            try:
+                view = feeder.book(exchange, symbol)
+            except KeyError:  # no book (yet) for this leg: it simply takes no part
                 continue
             bids, asks = view.top(self.depth)
             legs.append(

@@ -98,6 +98,25 @@ def build_run_config(
 
 async def run_feeder(pm: PluginManager, config: Config, options: RunOptions) -> int:
     """Run until the duration elapses or a signal arrives; print the summary; return the exit code."""
+    from .runtime.connections import FeederError
+
+    problems: list[BaseException] = []
+    try:
+        return await _run_feeder(pm, config, options)
+    except* (FeederError, ConfigError, ValueError) as group:
+        problems = _leaves(group)
+    # A setup problem (unknown symbol, unsupported data type): one line, exit status 2.
+    return _usage_error("; ".join(str(exc) for exc in problems))
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def _run_feeder(pm: PluginManager, config: Config, options: RunOptions) -> int:
     from .runtime.feeder import Feeder
 
     logging.basicConfig(

@@ -510,14 +510,18 @@ class MarketEngine:
         return self._now
 
     def skip_to(self, now_ns: int) -> None:
-        """Move the clock forward to ``now_ns`` without producing records (the simulator resuming
-        on wall time after a pause). Klines resume at the next periodic tick."""
+        """Move the clock forward to ``now_ns`` without producing records (the simulator keeping
+        to wall time, or resuming after a pause). After a long jump, periodic records resume at
+        the next boundary; a short one still emits the boundary it crossed."""
         if now_ns <= self._now:
             return
         self._start_ns += now_ns - self._now
         self._now = now_ns
-        self._last_evolve = now_ns
-        self._next_periodic = now_ns - now_ns % self._periodic_ns + self._periodic_ns
+        if now_ns - self._last_evolve > _NS:
+            self._last_evolve = now_ns  # a long jump is a pause, not a price move
+        if self._next_periodic <= now_ns - self._periodic_ns:
+            # Skip periodic records of a long pause; a boundary just crossed still fires.
+            self._next_periodic = now_ns - now_ns % self._periodic_ns + self._periodic_ns
 
     def view(self, venue: str) -> VenueView:
         """The :class:`VenueMarket` of ``venue``."""

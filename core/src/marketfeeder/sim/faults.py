@@ -23,7 +23,7 @@ Per-request probabilities (on the venue's ``fault_paths``):
 Schedules (per connection, from its opening):
     ``stall=every:30s:5s``  every 30 s, send nothing for 5 s (frames of the silence are lost)
     ``disconnect_every=10s`` close each connection (1001) after 10 s
-Other: ``seed=N`` (default: the simulator's seed).
+Settings: ``seed=N`` (default: the simulator's seed), ``slow_delay``, ``rest_delay``, ``retry_after``.
 
 Every injected fault is counted by kind in :class:`FaultCounters`, so tests can compare what the
 server did with what the client reports. Decisions come from seeded ``random.Random`` instances:

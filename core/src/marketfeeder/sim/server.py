@@ -50,8 +50,9 @@ __all__ = ["SimServer", "sim_config_for", "venues_from_plugins"]
 _log = logging.getLogger(__name__)
 
 _RULE_FIELDS = frozenset(f.name for f in attrs.fields(VenueRules))
-#: Engine clock rate when the server runs "as fast as possible" (timestamps then run ahead of wall time).
-MAX_MODE_CLOCK_RATE = 50_000.0
+#: Engine clock rate when the server runs "as fast as possible". With an unpinned clock the engine is
+#: also kept up with wall time at every batch, so records carry current times either way.
+MAX_MODE_CLOCK_RATE = 200_000.0
 #: Snapshot lag (in book updates) per venue name when neither options nor the venue class set one.
 DEFAULT_SNAPSHOT_LAG = {"backpack": 3}
 
@@ -238,8 +239,8 @@ class SimServer:
             else None
         )
         self._frame_faults = self.faults.frame_faults
-        #: Paced with an unpinned clock: records carry wall-clock times, also after a pause.
-        self._live_clock = start_ns is None and self.rate > 0
+        #: Unpinned clock: records carry wall-clock times, also after a pause.
+        self._live_clock = start_ns is None
         self._tg: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._paused = not autostart
@@ -362,6 +363,8 @@ class SimServer:
                 if not any(s.wanted for s in self._venues.values()):
                     await anyio.sleep(0.005)  # nobody listens: do not spin
                     continue
+                if self._live_clock:
+                    engine.skip_to(time.time_ns())
                 n = 0
                 while n < batch:
                     records = step()
