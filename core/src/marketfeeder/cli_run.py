@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -127,8 +128,9 @@ async def _run_feeder(pm: PluginManager, config: Config, options: RunOptions) ->
     for noisy in ("httpx", "httpcore", "marketfeeder.transport.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     started = time.monotonic()
+    stop = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, tg.cancel_scope)
+        tg.start_soon(_watch_signals, stop, tg.cancel_scope)
         if options.sim:
             from .sim.faults import FaultPlan
             from .sim.server import SimServer, sim_config_for
@@ -139,17 +141,22 @@ async def _run_feeder(pm: PluginManager, config: Config, options: RunOptions) ->
             if missing:
                 raise SystemExit(_usage_error(f"--sim: no simulator venue for {', '.join(missing)}"))
             faults = FaultPlan.parse(options.faults, seed=options.seed) if options.faults else None
-            symbols = sorted({s for name in names for s in config.exchanges[name].symbols})
+            # Each venue lists the configured symbols (generic instruments for ones it does not know).
+            venue_options = {name: {"symbols": list(config.exchanges[name].symbols)} for name in names}
             async with SimServer(
-                {name: venues[name] for name in names}, seed=options.seed, rate=options.rate, symbols=symbols, faults=faults
+                {name: venues[name] for name in names},
+                seed=options.seed,
+                rate=options.rate,
+                faults=faults,
+                venue_options=venue_options,
             ) as sim:
                 overrides = sim_config_for(sim, names)["exchanges"]
                 config = _with_endpoints(config, overrides)
                 for name, urls in overrides.items():
                     log.info("simulator %s: ws %s rest %s", name, urls["ws_url"], urls["rest_url"])
-                stats = await _run_with_table(pm, config, options, Feeder)
+                stats = await _run_with_table(pm, config, options, Feeder, stop)
         else:
-            stats = await _run_with_table(pm, config, options, Feeder)
+            stats = await _run_with_table(pm, config, options, Feeder, stop)
         tg.cancel_scope.cancel()
     _print_summary(stats, time.monotonic() - started)
     return 0
@@ -167,37 +174,42 @@ def _with_endpoints(config: Config, overrides: Mapping[str, Mapping[str, str]]) 
     return attrs.evolve(config, exchanges=exchanges)
 
 
-async def _watch_signals(scope: anyio.CancelScope) -> None:
+async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+    """First Ctrl-C / SIGTERM: stop cleanly (sinks flush, summary prints). A second one: stop now."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            scope.cancel()
-            return
+            if stop.is_set():
+                scope.cancel()
+                return
+            stop.set()
 
 
-async def _run_with_table(pm: PluginManager, config: Config, options: RunOptions, feeder_cls: Any) -> dict[str, Any]:
-    stats: dict[str, Any] = {}
-    try:
-        async with feeder_cls(config, plugin_manager=pm) as feeder:
-            with anyio.move_on_after(options.duration if options.duration is not None else float("inf")):
-                if options.quiet:
-                    while True:
-                        await anyio.sleep(1.0)
-                        stats = feeder.get_performance_stats()
-                else:
-                    await _live_table(feeder)
-            stats = feeder.get_performance_stats()
-    finally:
-        pass
+async def _run_with_table(
+    pm: PluginManager, config: Config, options: RunOptions, feeder_cls: Any, stop: anyio.Event
+) -> dict[str, Any]:
+    async with feeder_cls(config, plugin_manager=pm) as feeder:
+        with anyio.move_on_after(options.duration if options.duration is not None else math.inf):
+            if options.quiet:
+                await _until(stop, lambda: None)
+            else:
+                await _live_table(feeder, stop)
+        stats: dict[str, Any] = feeder.get_performance_stats()
     return stats
 
 
-async def _live_table(feeder: Any) -> None:
+async def _until(stop: anyio.Event, tick: Any) -> None:
+    """Call ``tick`` once a second until ``stop`` is set."""
+    while not stop.is_set():
+        with anyio.move_on_after(1.0):
+            await stop.wait()
+        tick()
+
+
+async def _live_table(feeder: Any, stop: anyio.Event) -> None:
     from rich.live import Live
 
     with Live(render_table(feeder.get_performance_stats()), refresh_per_second=2, transient=False) as live:
-        while True:
-            await anyio.sleep(1.0)
-            live.update(render_table(feeder.get_performance_stats()))
+        await _until(stop, lambda: live.update(render_table(feeder.get_performance_stats())))
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -279,15 +291,14 @@ async def serve_simulator(
     from .sim.server import SimServer
 
     plan = FaultPlan.parse(faults, seed=seed) if faults else None
+    stop = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, tg.cancel_scope)
+        tg.start_soon(_watch_signals, stop, tg.cancel_scope)
         async with SimServer(
             venue_classes, seed=seed, rate=rate, symbols=symbols or None, faults=plan, host=host, port=port
         ) as sim:
             for name, urls in sim.endpoints().items():
                 print(json.dumps({"venue": name, **urls}), flush=True)
-            if duration is not None:
-                await anyio.sleep(duration)
-            else:
-                await anyio.sleep_forever()
+            with anyio.move_on_after(duration if duration is not None else math.inf):
+                await stop.wait()
         tg.cancel_scope.cancel()

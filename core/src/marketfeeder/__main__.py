@@ -1,0 +1,5 @@
+"""``python -m marketfeeder`` is the ``marketfeeder`` command."""
+
+from .cli import main
+
+main()
