@@ -19,6 +19,7 @@ ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 # Plugins installed together for the whole-project test run (the template is tested on its own).
 SHIPPED_PLUGINS = [p for p in PLUGINS if not p.name.startswith("_")]
+EXAMPLE_PACKAGES = sorted(p.parent for p in (ROOT / "docs" / "examples").glob("*/pyproject.toml"))
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "trio>=0.25", "pytest-timeout>=2.3"]
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -35,6 +36,8 @@ def tests(session: nox.Session) -> None:
     """Every test of the core, the shipped plugins and the integration suite, on asyncio and trio."""
     session.install(*TEST_DEPS)
     session.install("-e", "core", *[arg for p in SHIPPED_PLUGINS for arg in ("-e", str(p.relative_to(ROOT)))])
+    # The how-to guides' example plugins: their own tests run from tests/test_examples.py.
+    session.install(*[arg for p in EXAMPLE_PACKAGES for arg in ("-e", str(p.relative_to(ROOT)))])
     # One pytest run per distribution: each test folder is its own rootdir-relative package space.
     for test_dir in _test_dirs():
         session.run("pytest", str(test_dir.relative_to(ROOT)), *session.posargs)

@@ -1,0 +1,5 @@
+"""An example marketfeeder validator plugin: unusually large trades."""
+
+from .check import WhaleTrade
+
+__all__ = ["WhaleTrade"]
