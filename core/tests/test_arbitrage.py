@@ -173,3 +173,26 @@ def test_merge_buffer_output_is_time_ordered_apart_from_late(times: list[int], d
     assert sorted(out) == sorted(times)  # nothing lost, nothing duplicated
     inversions = sum(1 for a, b in itertools.pairwise(out) if b < a)
     assert inversions <= buf.late + buf.forced
+
+
+def test_close_carries_the_closing_figures() -> None:
+    det = detector()
+    cheap = leg("a", [(99.0, 1.0)], [(100.0, 1.0)])
+    det.evaluate([cheap, leg("b", [(100.5, 1.0)], [(101.0, 1.0)])], NOW)
+    (closed,) = det.evaluate([cheap, leg("b", [(100.05, 1.0)], [(101.0, 1.0)])], NOW)
+    assert closed.status == "close"
+    assert closed.net_bps == pytest.approx(5.0 - 10.0)
+    assert "below close threshold" in closed.reason
+
+
+def test_strategy_refuses_legs_without_order_books() -> None:
+    from marketfeeder.config import load_config
+
+    strategy = ArbitrageStrategy({"pairs": [{"asset": "BTC-USDT", "legs": {"binance": "BTC-USDT", "backpack": "BTC-USDC"}}]})
+    config = load_config({"exchanges": {"binance": {"symbols": ["BTC-USDT"], "data_types": ["book_ticker"]},
+                                        "backpack": {"symbols": ["BTC-USDC"]}}})
+    with pytest.raises(ValueError, match=r"pairs\[0\]\.legs\.binance: needs 'orderbook'"):
+        strategy.check_legs(config)
+    config = load_config({"exchanges": {"binance": {"symbols": ["BTC-USDT"]}}})
+    with pytest.raises(ValueError, match="backpack' is not enabled"):
+        strategy.check_legs(config)

@@ -231,7 +231,9 @@ class ArbitrageDetector:
             return event
         current = self._open[key]
         if net < self.close_bps or fill.size <= 0:
-            return self._close(key, now_ns, f"edge {net:.2f} bps below close threshold {self.close_bps}")
+            reason = f"edge {net:.2f} bps below close threshold {self.close_bps}"
+            closing = self._event("close", current.seq, buy, sell, fill, best_ask, best_bid, gross, net, now_ns, reason)
+            return self._close(key, now_ns, reason, closing)
         if abs(net - current.last.net_bps) < self.update_step_bps:
             return None
         event = self._event("update", current.seq, buy, sell, fill, best_ask, best_bid, gross, net, now_ns, "")
@@ -252,9 +254,15 @@ class ArbitrageDetector:
             return f"quotes are {skew_ms:.0f} ms apart (max {self.max_skew_ms})"
         return ""
 
-    def _close(self, key: tuple[str, str], now_ns: int, reason: str) -> ArbitrageOpportunity:
+    def _close(
+        self, key: tuple[str, str], now_ns: int, reason: str, closing: ArbitrageOpportunity | None = None
+    ) -> ArbitrageOpportunity:
+        """The close event: the closing evaluation's figures when there is one, else the last known ones
+        (a leg that went stale or stopped being LIVE has no fresh figures to give)."""
         current = self._open.pop(key)
         self.closed += 1
+        if closing is not None:
+            return closing
         return attrs.evolve(current.last, status="close", receive_ts=now_ns, reason=reason)
 
     def _event(
@@ -314,6 +322,7 @@ class ArbitrageStrategy:
         max_age_ms = 1000.0                               # older quotes are never paired
         max_skew_ms = 100.0                               # default: the feeder's sync_tolerance_ms
         depth = 20                                        # levels walked per side
+        update_step_bps = 1.0                             # re-announce an open one when net moves this much
     """
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -344,11 +353,26 @@ class ArbitrageStrategy:
             max_age_ms=float(opts.get("max_age_ms", 1_000.0)),
             max_skew_ms=float(opts.get("max_skew_ms", default_skew_ms)),
             equivalence=self.equivalence,
+            update_step_bps=float(opts.get("update_step_bps", 1.0)),
         )
+
+    def check_legs(self, config: Any) -> None:
+        """Every leg must be a configured, enabled exchange streaming that symbol's order book."""
+        for i, (_, legs) in enumerate(self.pairs):
+            for exchange, symbol in legs.items():
+                where = f"arbitrage: pairs[{i}].legs.{exchange}"
+                section = config.exchanges.get(exchange)
+                if section is None or not section.enabled:
+                    raise ValueError(f"{where}: exchange {exchange!r} is not enabled in the feeder's config")
+                if symbol not in section.symbols:
+                    raise ValueError(f"{where}: {symbol} is not among exchanges.{exchange}.symbols")
+                if DataType.ORDERBOOK not in section.data_types:
+                    raise ValueError(f"{where}: needs 'orderbook' in exchanges.{exchange}.data_types")
 
     async def run(self, feeder: Feeder) -> None:
         from .clock import now_ns
 
+        self.check_legs(feeder.config)
         tolerance = float(feeder.config.sync_tolerance_ms)
         for asset, _ in self.pairs:
             self.detectors[asset] = self.make_detector(asset, tolerance)
