@@ -40,6 +40,7 @@ CONFIG_CLASSES = [
     config_module.StrategyConfig,
     config_module.ValidationConfig,
     config_module.RuntimeConfig,
+    config_module.MetricsConfig,
 ]
 
 

@@ -23,6 +23,7 @@ SECTIONS: list[tuple[str, type[Any]]] = [
     ("[[strategies]]", config_module.StrategyConfig),
     ("[validation]", config_module.ValidationConfig),
     ("[runtime]", config_module.RuntimeConfig),
+    ("[metrics]", config_module.MetricsConfig),
 ]
 
 OUT = Path(__file__).resolve().parents[1] / "configuration.md"

@@ -135,6 +135,10 @@ def _names(registry: Any) -> str:
 @click.option("--faults", default="", help="Simulator fault spec (with --sim), e.g. skip_ids=0.01,dup=0.01.")
 @click.option("--quiet", is_flag=True, help="No live table; log lines and the final summary only.")
 @click.option("--loop", type=click.Choice(LOOPS), default="asyncio", show_default=True, help="Event loop.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (GET /metrics; 0 picks a free port).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines as text or one JSON object per line (secrets redacted either way).")
 def run_command(
     config_path: Path | None,
     exchanges: Sequence[str],
@@ -148,6 +152,8 @@ def run_command(
     faults: str,
     quiet: bool,
     loop: str,
+    metrics_port: int | None,
+    log_format: str,
 ) -> None:
     """Run the feeder with a live status table; Ctrl-C or SIGTERM stops it cleanly."""
     from .cli_run import RunOptions, build_run_config, run_feeder
@@ -172,7 +178,10 @@ def run_command(
     problems = _check_against_plugins(config, pm)
     if problems:
         _fail("; ".join(problems))
-    options = RunOptions(duration=duration, sim=sim, seed=seed, rate=rate, faults=faults, quiet=quiet)
+    options = RunOptions(
+        duration=duration, sim=sim, seed=seed, rate=rate, faults=faults, quiet=quiet,
+        metrics_port=metrics_port, log_format=log_format,
+    )
     backend, backend_options = _backend(loop)
     exit_code = anyio.run(run_feeder, pm, config, options, backend=backend, backend_options=backend_options)
     sys.exit(exit_code)

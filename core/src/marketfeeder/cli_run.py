@@ -17,6 +17,7 @@ import anyio
 import attrs
 
 from .config import Config, ConfigError, SinkConfig, load_config, unstructure_config
+from .logs import configure_logging
 from .models import DataType
 from .plugins import PluginManager, collect
 
@@ -31,6 +32,8 @@ class RunOptions:
     rate: float
     faults: str
     quiet: bool
+    metrics_port: int | None = None
+    log_format: str = "text"
 
 
 def _split_symbols(symbols: Sequence[str], exchanges: Sequence[str]) -> dict[str, list[str]]:
@@ -120,13 +123,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 async def _run_feeder(pm: PluginManager, config: Config, options: RunOptions) -> int:
     from .runtime.feeder import Feeder
 
-    logging.basicConfig(
-        level=logging.INFO if options.quiet else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Per-request and per-connection chatter of the libraries is not what a status log is for.
-    for noisy in ("httpx", "httpcore", "marketfeeder.transport.server"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(level=logging.INFO if options.quiet else logging.WARNING, fmt=options.log_format)
+    if options.metrics_port is not None:
+        config = attrs.evolve(config, metrics=attrs.evolve(config.metrics, enabled=True, port=options.metrics_port))
     started = time.monotonic()
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:

@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ExchangeConfig",
+    "MetricsConfig",
     "RuntimeConfig",
     "SinkConfig",
     "StrategyConfig",
@@ -153,6 +154,18 @@ class RuntimeConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """``[metrics]``: Prometheus exposition of the stats on ``GET /metrics``."""
+
+    #: Serve the metrics page while the feeder runs.
+    enabled: bool = False
+    #: Address to listen on (use 0.0.0.0 to let another host scrape it).
+    host: str = "127.0.0.1"
+    #: TCP port of the metrics page (0 picks a free port).
+    port: int = attrs.field(default=9464, validator=_non_negative)
+
+
+@attrs.frozen
 class Config:
     """The whole configuration. Every key is documented in ``docs/configuration.md``."""
 
@@ -174,6 +187,8 @@ class Config:
     validation: ValidationConfig = attrs.field(factory=ValidationConfig)
     #: Timeouts, queues and reconnection (``[runtime]``).
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
+    #: Prometheus metrics page (``[metrics]``).
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
 
     def enabled_exchanges(self) -> dict[str, ExchangeConfig]:
         return {name: cfg for name, cfg in self.exchanges.items() if cfg.enabled}

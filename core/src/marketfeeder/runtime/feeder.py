@@ -108,6 +108,8 @@ class Feeder:
         connectors: Mapping[str, Connector | type[Connector]] | None = None,
     ) -> None:
         self.config = load_config(config)
+        #: The metrics page's port once it serves (``[metrics] enabled``), else None.
+        self.metrics_port: int | None = None
         self._pm = plugin_manager
         self._given_connectors = dict(connectors or {})
         runtime = self.config.runtime
@@ -180,6 +182,11 @@ class Feeder:
                 self._sinks_done.append(done)
                 tg.start_soon(self._run_sink, runner, done, name=f"sink {runner.name}")
             await tg.start(self._run_sources, name="feeder sources")
+            if self.config.metrics.enabled:
+                from ..metrics import MetricsServer
+
+                metrics = MetricsServer(self.get_performance_stats, host=self.config.metrics.host, port=self.config.metrics.port)
+                self.metrics_port = await tg.start(metrics.serve, name="metrics")
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
