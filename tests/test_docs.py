@@ -71,3 +71,13 @@ def test_every_documented_cli_command_exists() -> None:
     assert not missing, f"docs/cli.md documents commands that do not exist: {sorted(missing)}"
     undocumented = {c for c in existing if c not in documented and not isinstance(build_cli().commands.get(c), click.Group)}
     assert not undocumented, f"commands missing from docs/cli.md: {sorted(undocumented)}"
+
+
+def test_docs_site_builds_strict(tmp_path: Path) -> None:
+    """The same build as `nox -s docs`: any warning (a broken link, a page missing from nav) fails."""
+    pytest.importorskip("mkdocs")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
