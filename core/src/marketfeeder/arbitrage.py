@@ -69,6 +69,10 @@ class ArbitrageOpportunity(_ArbitrageFields):
 register_event_type(ArbitrageOpportunity)
 
 
+#: Relative price difference below which two prices count as equal (float rounding, not an edge).
+_DUST = 1e-12
+
+
 @attrs.frozen
 class Fill:
     size: float
@@ -98,6 +102,9 @@ def walk_books(
     price plus fee.
     """
     buy_fee = buy_fee_bps / 1e4
+    # A cross must beat float dust: converting a quote and back (x / rate * rate) can leave a
+    # zero-spread market "crossed" by an ulp, which is no opportunity.
+    buy_fee = (1 + buy_fee) * (1 + _DUST) - 1
     sell_fee = sell_fee_bps / 1e4
     i = j = 0
     ask_left = asks[0][1] if asks else 0.0

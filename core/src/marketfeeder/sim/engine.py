@@ -18,7 +18,7 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
 import attrs
@@ -41,6 +41,7 @@ __all__ = [
     "EngineBook",
     "Grid",
     "MarketEngine",
+    "StepObserver",
     "VenueView",
     "default_instruments",
     "format_price",
@@ -311,6 +312,21 @@ class _Market:
         return self.size_grid.format(steps)
 
 
+def _shift_times(record: SimEvent, offset_ns: int) -> None:
+    """Move the exchange-clock timestamps of a fresh record by a venue's clock offset. Kline and
+    funding boundaries stay put: a skewed exchange still labels its intervals on round times."""
+    record.time_ns += offset_ns
+    if isinstance(record, SimTicker):
+        record.open_time_ns += offset_ns
+        record.close_time_ns += offset_ns
+    elif not isinstance(record, SimKline):
+        record.engine_ns += offset_ns
+
+
+#: ``observe`` callbacks: ``(engine time of the records, records)`` after every step.
+StepObserver = Callable[[int, list[tuple[str, SimEvent]]], None]
+
+
 class VenueView:
     """The engine as one venue sees it (implements :class:`marketfeeder.sim.venue.VenueMarket`)."""
 
@@ -319,6 +335,8 @@ class VenueView:
         self._engine = engine
         self._markets = engine._by_venue[venue]
         self.snapshot_lag_updates = snapshot_lag_updates
+        #: The venue's clock error (ns): every time it prints is the engine's time plus this.
+        self.clock_offset_ns = engine.clock_offset_ns(venue)
 
     def instruments(self) -> Sequence[SimInstrument]:
         return [m.inst for m in self._markets.values()]
@@ -351,7 +369,7 @@ class VenueView:
             last_id,
             [(m.price(t), m.size(bids[t])) for t in bid_ticks],
             [(m.price(t), m.size(asks[t])) for t in ask_ticks],
-            self._engine.now_ns(),
+            self.now_ns(),
         )
 
     def klines(
@@ -369,13 +387,18 @@ class VenueView:
             if (start_ns is None or k.open_ns >= start_ns) and (end_ns is None or k.open_ns <= end_ns)
         ]
         rows = rows[:limit] if start_ns is not None else rows[-limit:] if limit > 0 else []
-        return [self._engine._kline_record(m, interval, k, k.close_ns < now, now) for k in rows]
+        offset = self.clock_offset_ns
+        return [self._engine._kline_record(m, interval, k, k.close_ns < now, now + offset) for k in rows]
 
     def ticker(self, symbol: str) -> SimTicker:
-        return self._engine._ticker(self._market(symbol))
+        record = self._engine._ticker(self._market(symbol))
+        if self.clock_offset_ns:
+            _shift_times(record, self.clock_offset_ns)
+        return record
 
     def now_ns(self) -> int:
-        return self._engine.now_ns()
+        """The venue's clock: the engine's plus the venue's ``clock_offset_ms`` (its REST server time)."""
+        return self._engine.now_ns() + self.clock_offset_ns
 
 
 class MarketEngine:
@@ -385,7 +408,11 @@ class MarketEngine:
     ``rate`` is market records (depth diffs, trades, book tickers) per second of simulated time;
     periodic records (klines, tickers, mark prices) come every ``periodic_interval`` simulated
     seconds on top. ``arb_rate`` is dislocations per simulated second (across all venues and assets)
-    that push one venue's price away from the others for a few seconds.
+    that push one venue's price away from the others for a few seconds (they fade with time
+    constant ``arb_decay_s``). ``clock_offset_ms`` maps a venue to its clock error: every exchange
+    timestamp the venue prints (stream event and engine times, REST server time, snapshot and
+    ticker times) is the engine's time plus that offset, as on an exchange whose clock runs ahead
+    (positive) or behind; ground truth (``now_ns``, ``observe``) stays on the engine's time.
     """
 
     def __init__(
@@ -407,6 +434,8 @@ class MarketEngine:
         snapshot_lag_updates: Mapping[str, int] | None = None,
         lag: Mapping[str, float] | None = None,
         noise_bps: Mapping[str, float] | None = None,
+        arb_decay_s: float = 3.0,
+        clock_offset_ms: Mapping[str, float] | None = None,
     ) -> None:
         if not venues:
             raise ValueError("MarketEngine needs at least one venue")
@@ -430,6 +459,16 @@ class MarketEngine:
                 )
         if "1m" not in kline_intervals:
             kline_intervals = [*kline_intervals, "1m"]  # the 24 h ticker is built from minute klines
+        if not (arb_decay_s > 0 and math.isfinite(arb_decay_s)):
+            raise ValueError(f"arb_decay_s must be a positive number of seconds, not {arb_decay_s!r}")
+        offsets = dict(clock_offset_ms or {})
+        for v, ms in offsets.items():
+            if v not in venues or not isinstance(ms, int | float) or not math.isfinite(ms):
+                raise ValueError(f"clock_offset_ms: unknown venue {v!r} or non-finite offset {ms!r}")
+        #: Per-venue clock error in ns (only venues with a nonzero one).
+        self._clock_offsets = {v: round(ms * 1_000_000) for v, ms in offsets.items() if ms}
+        self._arb_decay_s = float(arb_decay_s)
+        self._observers: list[StepObserver] = []
         self._intervals = {name: interval_ns(name) for name in kline_intervals}
         self._stream_intervals = list(stream_kline_intervals)
         lags = dict(snapshot_lag_updates or {})
@@ -546,6 +585,35 @@ class MarketEngine:
             m.update_id,
         )
 
+    def clock_offset_ns(self, venue: str) -> int:
+        """How far ``venue``'s clock runs ahead of the engine's (ns; negative: behind)."""
+        return self._clock_offsets.get(venue, 0)
+
+    def top_levels(
+        self, venue: str, symbol: str, depth: int
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The exact best ``depth`` (price, size) levels a side, best first, as floats (ground truth
+        for comparisons; cheaper than :meth:`book`)."""
+        m = self._by_venue[venue][symbol]
+        out: list[list[tuple[float, float]]] = []
+        for side in (m.bids, m.asks):
+            sizes = side.sizes
+            ticks = [side.nth(i) for i in range(min(depth, len(side.keys)))]
+            out.append([(float(m.price(t)), float(m.size(sizes[t]))) for t in ticks])
+        return out[0], out[1]
+
+    def observe(self, observer: StepObserver) -> Callable[[], None]:
+        """Call ``observer(engine_ns, records)`` after every step, the books already changed (ground
+        truth recorders). ``engine_ns`` is the engine's true time of the step; the records are as
+        the venues print them (clock offsets applied). Returns a function that removes it."""
+        self._observers.append(observer)
+
+        def remove() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return remove
+
     def best(self, venue: str, symbol: str) -> tuple[float, float]:
         """(best bid, best ask) of ``symbol`` on ``venue`` as floats (cheap: no book copy)."""
         m = self._by_venue[venue][symbol]
@@ -581,6 +649,14 @@ class MarketEngine:
             self._trade(m, out)
         else:
             self._diff(m, out)
+        offsets = self._clock_offsets
+        if offsets:
+            for venue, record in out:
+                offset = offsets.get(venue)
+                if offset:
+                    _shift_times(record, offset)
+        for observer in self._observers:
+            observer(self._now, out)
         self._records += len(out) - n_before
         self._now = self._start_ns + int(self._records * self._ns_per_record)
         self.statistics_counts["records"] += len(out)
@@ -604,7 +680,7 @@ class MarketEngine:
             sign = 1.0 if rng.random() < 0.5 else -1.0
             self._disloc[key] += sign * self._arb_size * (1.0 + rng.random())
             self.statistics_counts["dislocations"] += 1
-        decay = math.exp(-dt / 3.0)  # dislocations fade over a few seconds
+        decay = math.exp(-dt / self._arb_decay_s)  # dislocations fade over a few seconds
         for key in self._view_keys:
             v, a = key
             tau = self._lag_s[v]

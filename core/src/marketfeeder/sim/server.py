@@ -126,7 +126,9 @@ class SimServer:
     ``"rules"`` dict of them) to override the venue's rules for this run, ``snapshot_lag_updates``
     (REST snapshots that many book updates old; default: the venue class's ``snapshot_lag_updates``
     attribute, else 3 for ``backpack`` and 0 for others), ``instruments`` (a list of
-    :class:`SimInstrument`) or ``symbols`` (normalized symbols, unknown ones get a generic instrument).
+    :class:`SimInstrument`) or ``symbols`` (normalized symbols, unknown ones get a generic instrument),
+    and ``clock_offset_ms`` (the venue's clock runs that far ahead of the market's, negative: behind;
+    every time it prints, streamed or REST, carries the skew).
     ``port``: 0 picks free ports; N serves the venues on N, N+1, ... in the order given.
     ``autostart=False`` keeps the market still until :meth:`start_market` (reproducible frame
     sequences: connect and subscribe first). ``engine_options`` go to :class:`MarketEngine`.
@@ -207,6 +209,11 @@ class SimServer:
             lags[name] = int(lag or 0)
         engine_kwargs = dict(engine_options or {})
         engine_kwargs.setdefault("snapshot_lag_updates", lags)
+        clock_offsets = {
+            name: opts["clock_offset_ms"] for name, opts in options.items() if "clock_offset_ms" in opts
+        }
+        if clock_offsets:
+            engine_kwargs["clock_offset_ms"] = {**engine_kwargs.get("clock_offset_ms", {}), **clock_offsets}
         self.engine = MarketEngine(
             seed,
             instruments,
@@ -656,7 +663,7 @@ class SimServer:
             if lifetime is not None:
                 if notice_at is not None and now >= notice_at:
                     notice_at = None
-                    text = state.venue.shutdown_notice(self.engine.now_ns())
+                    text = state.venue.shutdown_notice(self.engine.now_ns() + self.engine.clock_offset_ns(state.name))
                     if text is not None:
                         conn.outbox.append(text)
                         conn.wakeup.set()
