@@ -101,3 +101,10 @@ def test_clock_sync_keeps_one_estimator_per_exchange() -> None:
     assert sync.corrected("backpack", 42) == 42
     assert set(sync.estimates()) == {"binance", "backpack"}
     assert sync.estimates()["binance"].as_dict()["offset_ms"] == 5.0
+
+
+def test_drift_rate_waits_for_samples_minutes_apart() -> None:
+    clock = ClockEstimator("binance")
+    clock.add_rest_sample(T0, T0 + 1 * MS, T0 + 2 * MS)
+    clock.add_rest_sample(T0 + 200 * MS, T0 + 200 * MS + 1 * MS, T0 + 200 * MS + 1 * MS)  # 0.5 ms better, 0.2 s later
+    assert clock.estimate().drift_ppm is None

@@ -289,7 +289,8 @@ class ArbitrageDetector:
         return ArbitrageOpportunity(
             exchange="arbitrage",
             symbol=self.asset,
-            exchange_ts=None,
+            # market time of the newest quote it rests on (corrected exchange time)
+            exchange_ts=max(buy.time_ns, sell.time_ns),
             receive_ts=now_ns,
             seq=seq,
             status=status,

@@ -31,6 +31,8 @@ import attrs
 __all__ = ["ClockEstimate", "ClockEstimator", "ClockSync"]
 
 NS_PER_MS = 1_000_000
+#: Drift (ppm) is only reported once the offset samples span this long.
+MIN_DRIFT_SPAN_NS = 60 * 1_000_000_000
 
 
 @attrs.frozen
@@ -154,7 +156,8 @@ class ClockEstimator:
             first_at, first_offset = self._first_offset
             elapsed = best[0] - first_at
             change = best[2] - first_offset
-            if elapsed > 0:
+            # A rate from samples seconds apart is noise divided by a small number: wait for minutes.
+            if elapsed >= MIN_DRIFT_SPAN_NS:
                 drift_ppm = change / elapsed * 1e6
             drifting = abs(change) > self.drift_threshold_ns
         return ClockEstimate(

@@ -40,6 +40,9 @@ log = logging.getLogger("marketfeeder.runtime")
 
 #: Seconds between server-time samples per exchange.
 SERVER_TIME_INTERVAL = 60.0
+#: Quick server-time samples at start-up, and the pause between them (s).
+SERVER_TIME_WARMUP = 5
+SERVER_TIME_WARMUP_INTERVAL = 0.2
 
 ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -348,6 +351,7 @@ class Feeder:
         """Ask the exchange's time endpoint now and then (NTP-style samples for the clock offset)."""
         estimator = self.clock.clock(connector.name)
         timeout = self.config.runtime.http_timeout * (self.config.runtime.http_retries + 1) + 5.0
+        samples = 0
         while True:
             sent = now_ns()
             try:
@@ -360,7 +364,10 @@ class Feeder:
                 return  # the exchange has no time endpoint: stream samples only
             if server >= 0:
                 estimator.add_rest_sample(sent, server, now_ns())
-            await anyio.sleep(SERVER_TIME_INTERVAL)
+            samples += 1
+            # A few quick round trips first: the first one pays for a cold connection, and the
+            # offset is taken from the fastest round trip.
+            await anyio.sleep(SERVER_TIME_WARMUP_INTERVAL if samples < SERVER_TIME_WARMUP else SERVER_TIME_INTERVAL)
 
     async def _sample_rates(self) -> None:
         """Once a second, sample every running count so that msgs/s covers the last few seconds."""
