@@ -1,9 +1,11 @@
 """The exchange-agnostic order-book engine: a fast local L2 book and the snapshot + diff sync procedure.
 
-:class:`OrderBook` holds one symbol's levels. Each side is a dict ``price -> size`` plus a list of
-its prices kept ascending with :mod:`bisect` (best bid = last, best ask = first). A size change of an
-existing level, by far the most common update, is one dict store; only a new level pays for an
-``insort`` and only a removal for a list delete, both O(log n) search plus a short memmove.
+:class:`OrderBook` holds one symbol's levels. Each side is a dict ``price -> size`` plus a sorted
+list kept with :mod:`bisect`: the bid prices ascending, the ask prices *negated* and ascending, so the
+best level of both sides is the list's last item. A size change of an existing level, by far the
+most common update, is one dict store; only a new level pays for an ``insort`` and only a removal for
+a list delete, both O(log n) search plus a memmove of the levels behind it, which is short because
+diffs mostly touch levels near the best, at the list's end.
 
 :class:`BookSync` runs the procedure every supported exchange documents (Binance "How to manage a
 local order book correctly", Backpack's depth stream notes) for one symbol, synchronously and without
@@ -78,7 +80,7 @@ class OrderBook:
         self._bid_sizes: dict[float, float] = {}
         self._bid_prices: list[float] = []  # ascending: best bid is the last
         self._ask_sizes: dict[float, float] = {}
-        self._ask_prices: list[float] = []  # ascending: best ask is the first
+        self._ask_prices: list[float] = []  # negated prices, ascending: best ask is -(the last)
 
     def __repr__(self) -> str:
         return (
@@ -101,7 +103,7 @@ class OrderBook:
         self._bid_sizes = self._snapshot_side(bids)
         self._bid_prices = sorted(self._bid_sizes)
         self._ask_sizes = self._snapshot_side(asks)
-        self._ask_prices = sorted(self._ask_sizes)
+        self._ask_prices = sorted([-p for p in self._ask_sizes])
         self.update_id = update_id
 
     def _snapshot_side(self, levels: Iterable[Level]) -> dict[float, float]:
@@ -116,33 +118,71 @@ class OrderBook:
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Set absolute sizes; ``0.0`` deletes the level. Does not touch :attr:`update_id`."""
         if bids:
-            self._apply_side(self._bid_sizes, self._bid_prices, bids)
+            self._apply_bids(bids)
         if asks:
-            self._apply_side(self._ask_sizes, self._ask_prices, asks)
+            self._apply_asks(asks)
 
     def apply_delta(self, delta: BookDelta) -> None:
         """Apply a diff without any sequence check and take its last update id (``delta.seq``)."""
         if delta.bids:
-            self._apply_side(self._bid_sizes, self._bid_prices, delta.bids)
+            self._apply_bids(delta.bids)
         if delta.asks:
-            self._apply_side(self._ask_sizes, self._ask_prices, delta.asks)
+            self._apply_asks(delta.asks)
         self.update_id = delta.seq
 
-    def _apply_side(self, sizes: dict[float, float], prices: list[float], levels: Iterable[Level]) -> None:
+    # The two sides differ only in the sign of the list's items; one loop each keeps the per-level
+    # work to a comparison chain and one dict operation (plus the list edit for a new or gone level).
+
+    def _apply_bids(self, levels: Iterable[Level]) -> None:
+        sizes = self._bid_sizes
+        prices = self._bid_prices
         for price, size in levels:
             if 0.0 < size < _INF:
                 if price in sizes:
                     sizes[price] = size
                 elif 0.0 < price < _INF:
-                    insort(prices, price)
+                    # A new best level (the most common new one) is an append, no search.
+                    if not prices or price > prices[-1]:
+                        prices.append(price)
+                    else:
+                        insort(prices, price)
                     sizes[price] = size
                 else:
                     self.malformed += 1
             elif size == 0.0:
                 if price in sizes:
                     del sizes[price]
-                    # The list holds the very same float, so bisect lands on it exactly.
-                    del prices[bisect_left(prices, price)]
+                    if prices[-1] == price:  # the best level went away
+                        prices.pop()
+                    else:  # prices are unique in the list, so bisect lands on this one exactly
+                        del prices[bisect_left(prices, price)]
+            else:
+                self.malformed += 1
+
+    def _apply_asks(self, levels: Iterable[Level]) -> None:
+        sizes = self._ask_sizes
+        prices = self._ask_prices
+        for price, size in levels:
+            if 0.0 < size < _INF:
+                if price in sizes:
+                    sizes[price] = size
+                elif 0.0 < price < _INF:
+                    negated = -price
+                    if not prices or negated > prices[-1]:
+                        prices.append(negated)
+                    else:
+                        insort(prices, negated)
+                    sizes[price] = size
+                else:
+                    self.malformed += 1
+            elif size == 0.0:
+                if price in sizes:
+                    del sizes[price]
+                    negated = -price  # exact
+                    if prices[-1] == negated:
+                        prices.pop()
+                    else:
+                        del prices[bisect_left(prices, negated)]
             else:
                 self.malformed += 1
 
@@ -158,24 +198,24 @@ class OrderBook:
     def best_ask(self) -> tuple[float, float] | None:
         prices = self._ask_prices
         if prices:
-            price = prices[0]
+            price = -prices[-1]
             return price, self._ask_sizes[price]
         return None
 
     def spread(self) -> float | None:
         """Best ask minus best bid (negative when the book is crossed), or None if a side is empty."""
         if self._bid_prices and self._ask_prices:
-            return self._ask_prices[0] - self._bid_prices[-1]
+            return -self._ask_prices[-1] - self._bid_prices[-1]
         return None
 
     def mid(self) -> float | None:
         if self._bid_prices and self._ask_prices:
-            return (self._ask_prices[0] + self._bid_prices[-1]) * 0.5
+            return (-self._ask_prices[-1] + self._bid_prices[-1]) * 0.5
         return None
 
     def is_crossed(self) -> bool:
         """True when the best bid is at or above the best ask (crossed or locked): a book out of step."""
-        return bool(self._bid_prices and self._ask_prices and self._bid_prices[-1] >= self._ask_prices[0])
+        return bool(self._bid_prices and self._ask_prices and self._bid_prices[-1] >= -self._ask_prices[-1])
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Bid levels, best (highest) first; the best ``n`` when given."""
@@ -186,18 +226,18 @@ class OrderBook:
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Ask levels, best (lowest) first; the best ``n`` when given."""
-        sizes = self._ask_sizes
-        prices = self._ask_prices if n is None else self._ask_prices[:n] if n > 0 else []
-        return [(p, sizes[p]) for p in prices]
+        if n is None:
+            return _ask_levels(self._ask_sizes, reversed(self._ask_prices))
+        return _ask_levels(self._ask_sizes, self._ask_prices[: -n - 1 : -1]) if n > 0 else []
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """The best ``n`` bids and asks, each best first, in O(n)."""
         if n <= 0:
             return [], []
-        bid_sizes, ask_sizes = self._bid_sizes, self._ask_sizes
+        bid_sizes = self._bid_sizes
         return (
             [(p, bid_sizes[p]) for p in self._bid_prices[: -n - 1 : -1]],
-            [(p, ask_sizes[p]) for p in self._ask_prices[:n]],
+            _ask_levels(self._ask_sizes, self._ask_prices[: -n - 1 : -1]),
         )
 
     def depth(self) -> tuple[int, int]:
@@ -216,6 +256,15 @@ class OrderBook:
             tuple(self.asks(n)),
         )
         return snapshot
+
+
+def _ask_levels(sizes: dict[float, float], negated: Iterable[float]) -> list[Level]:
+    """(price, size) pairs for negated ask prices, in the order given."""
+    levels = []
+    for p in negated:
+        price = -p
+        levels.append((price, sizes[price]))
+    return levels
 
 
 class SnapshotOutcome(enum.Enum):
@@ -495,16 +544,20 @@ class BookSync:
             book = self._book
             uid = book.update_id
             if uid is not None:
-                if delta.first_seq <= uid + 1 <= delta.seq:
-                    if delta.bids:
-                        book._apply_side(book._bid_sizes, book._bid_prices, delta.bids)
-                    if delta.asks:
-                        book._apply_side(book._ask_sizes, book._ask_prices, delta.asks)
-                    book.update_id = delta.seq
+                first = delta.first_seq
+                last = delta.seq
+                if first <= uid + 1 <= last:
+                    levels = delta.bids
+                    if levels:
+                        book._apply_bids(levels)
+                    levels = delta.asks
+                    if levels:
+                        book._apply_asks(levels)
+                    book.update_id = last
                     self._deltas_applied += 1
                     out.append(delta)
                     return
-                if delta.seq <= uid and delta.first_seq <= delta.seq and self._duplicate(delta, out):
+                if last <= uid and first <= last and self._duplicate(delta, out):
                     return
         self._on_delta_slow(delta, out)
 

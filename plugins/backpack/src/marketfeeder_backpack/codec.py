@@ -3,6 +3,13 @@
 Every frame is ``{"stream": "<type>.<SYMBOL>", "data": {...}}``; dispatch is on ``data["e"]`` rather
 than on the stream name, because captured frames exist whose ``stream`` names the wrong type.
 
+Two tiers. The fast tier decodes the whole frame with one typed ``msgspec`` decoder: ``data`` is a
+union tagged by ``e`` (the same dispatch), and prices and sizes become floats in C. It takes only a
+frame whose decoded fields pass exactly the general tier's checks; anything else (an unknown ``e``, a
+missing or mistyped field, a symbol not yet cached, a control or error frame) goes to the general
+tier (``orjson.loads`` and explicit checks, which names what is wrong), so the outcome of every
+frame is the general tier's.
+
 Numbers: prices and sizes are decimal strings. Ids and times arrive as JSON integers in the 2026
 captures but as numeric *strings* in others (documented ``bookTicker.u``, 2025 ``E``/``T``), so every
 id and time is parsed leniently, with an ``int``-type fast path. Times are microseconds, except the
@@ -15,6 +22,7 @@ import calendar
 import datetime as _dt
 from typing import Any
 
+import msgspec
 import orjson
 
 from marketfeeder.connector import ControlError, ControlMessage, DecodeError, UnhandledMessage
@@ -48,6 +56,95 @@ _mark_price = MarkPrice.fast
 #: Distinct kline boundary strings seen; a kline stream repeats the same two for a whole interval.
 _ISO_CACHE_MAX = 4096
 _iso_cache: dict[str, int] = {}
+
+
+# --- typed wire shapes for the fast tier -------------------------------------------------------------
+#
+# Prices and sizes are ``float`` (strict=False: "139.65" becomes 139.65 in C; a string msgspec does
+# not parse, such as " 1" or "1e400", fails the decode and takes the general tier). Ids, times, flags
+# and nullable prices are ``Any`` and go through the general tier's own helpers: strict=False would
+# take "true" for a boolean and "null" for None. gc=False: dropped right after use, and decoded JSON
+# cannot form reference cycles. Optional wire fields default to None, as ``dict.get`` reads them.
+# Two known differences from the general tier, both beyond any real frame: the string "-0" gives 0.0
+# rather than -0.0 (equal as numbers), and an integer wider than 64 bits, which orjson reads as a
+# float (refused by the checks), stays an integer here (accepted).
+
+
+class _BookTickerData(msgspec.Struct, gc=False, tag_field="e", tag="bookTicker"):
+    s: str
+    E: Any
+    u: Any
+    b: float
+    B: float
+    a: float
+    A: float
+    T: Any = None
+
+
+class _TradeData(msgspec.Struct, gc=False, tag_field="e", tag="trade"):
+    s: str
+    E: Any
+    t: Any
+    p: float
+    q: float
+    m: Any
+    T: Any = None
+
+
+class _DepthData(msgspec.Struct, gc=False, tag_field="e", tag="depth"):
+    s: str
+    E: Any
+    U: Any
+    u: Any
+    b: tuple[tuple[float, float], ...]
+    a: tuple[tuple[float, float], ...]
+    T: Any = None
+
+
+class _TickerData(msgspec.Struct, gc=False, tag_field="e", tag="ticker"):
+    s: str
+    E: Any
+    n: Any
+    c: float
+    o: float
+    h: float
+    l: float  # noqa: E741 (the wire's name)
+    v: float
+    V: float
+
+
+class _KlineData(msgspec.Struct, gc=False, tag_field="e", tag="kline"):
+    s: str
+    E: Any
+    t: Any
+    T: Any
+    o: Any
+    h: Any
+    l: Any  # noqa: E741 (the wire's name)
+    c: Any
+    v: Any
+    X: Any
+    n: Any
+
+
+class _MarkPriceData(msgspec.Struct, gc=False, tag_field="e", tag="markPrice"):
+    s: str
+    E: Any
+    p: float
+    i: Any = None
+    f: Any = None
+    n: Any = None
+    T: Any = None
+
+
+class _Frame(msgspec.Struct, gc=False):
+    # In a union the tag is required and checked: no "e" or another value fails the decode.
+    data: _BookTickerData | _TradeData | _DepthData | _TickerData | _KlineData | _MarkPriceData
+    stream: Any = None
+
+
+_decode_frame = msgspec.json.Decoder(_Frame, strict=False).decode
+_MsgspecError = msgspec.DecodeError  # ValidationError is a subclass
 
 
 def lenient_int(value: Any) -> int:
@@ -115,6 +212,96 @@ class BackpackCodec:
         return instrument.symbol
 
     def decode(self, frame: str | bytes, receive_ts: int) -> list[Event | ControlMessage]:
+        """Decode one frame: the typed fast tier when it applies, else :meth:`decode_general`."""
+        try:
+            wrapper = _decode_frame(frame)
+        except _MsgspecError:
+            return self.decode_general(frame, receive_ts)
+        d: Any = wrapper.data  # one of the union's types, told apart below by class
+        symbol = self._symbols.get(d.s)
+        if symbol is None:  # not cached yet (or unknown): the general tier looks it up
+            return self.decode_general(frame, receive_ts)
+        # Each branch builds what the general tier would from the same values, with its helpers;
+        # a value they refuse (whatever the exception) sends the frame to it for its exact outcome.
+        try:
+            E = d.E
+            if E.__class__ is not int:
+                E = lenient_int(E)
+            cls = d.__class__
+            if cls is _BookTickerData:
+                T = d.T
+                u = d.u
+                return [
+                    _book_ticker(
+                        EXCHANGE, symbol, E * 1000, receive_ts, u if u.__class__ is int else lenient_int(u),
+                        d.b, d.B, d.a, d.A, T * 1000 if T.__class__ is int else _opt_time(T),
+                    )
+                ]
+            if cls is _TradeData:
+                T = d.T
+                t = d.t
+                maker = d.m
+                if maker.__class__ is bool:
+                    return [
+                        _trade(
+                            EXCHANGE, symbol, E * 1000, receive_ts,
+                            t if t.__class__ is int else lenient_int(t), d.p, d.q, _SELL if maker else _BUY,
+                            T * 1000 if T.__class__ is int else _opt_time(T),
+                        )
+                    ]
+            elif cls is _DepthData:
+                T = d.T
+                U = d.U
+                u = d.u
+                return [
+                    _book_delta(
+                        EXCHANGE, symbol, E * 1000, receive_ts,
+                        u if u.__class__ is int else lenient_int(u),
+                        U if U.__class__ is int else lenient_int(U),
+                        d.b, d.a, T * 1000 if T.__class__ is int else _opt_time(T),
+                    )
+                ]
+            elif cls is _TickerData:
+                n = d.n
+                return [
+                    _ticker(
+                        EXCHANGE, symbol, E * 1000, receive_ts, None, d.c, None, None, None, None,
+                        d.o, d.h, d.l, d.v, d.V, n if n.__class__ is int else lenient_int(n),
+                        None, None, None,
+                    )
+                ]
+            elif cls is _KlineData:
+                stream = wrapper.stream
+                closed = d.X
+                if stream.__class__ is str and stream.startswith("kline.") and closed.__class__ is bool:
+                    n = d.n
+                    volume = d.v
+                    return [
+                        _kline(
+                            EXCHANGE, symbol, E * 1000, receive_ts, None, stream[6 : stream.index(".", 6)],
+                            iso_to_ns(d.t), iso_to_ns(d.T) - 1,
+                            _opt_float(d.o), _opt_float(d.h), _opt_float(d.l), _opt_float(d.c),
+                            0.0 if volume is None else float(volume), closed, None,
+                            n if n.__class__ is int else lenient_int(n),
+                        )
+                    ]
+            elif cls is _MarkPriceData:
+                n = d.n
+                return [
+                    _mark_price(
+                        EXCHANGE, symbol, E * 1000, receive_ts, None, d.p, _opt_float(d.i), _opt_float(d.f),
+                        None if n is None else lenient_int(n) * 1_000_000, _opt_time(d.T),
+                    )
+                ]
+        except Exception:  # the general tier decides, and names, what is wrong
+            pass
+        return self.decode_general(frame, receive_ts)
+
+    def decode_general(self, frame: str | bytes, receive_ts: int) -> list[Event | ControlMessage]:
+        """Decode any frame with ``orjson`` and explicit checks: the reference semantics.
+
+        :meth:`decode` returns exactly what this returns, and raises what this raises, for every frame.
+        """
         try:
             msg = _loads(frame)
             if msg.__class__ is not dict:

@@ -171,7 +171,11 @@ class BackpackConnector(Connector):
     streams_in_url: ClassVar[bool] = False
 
     def __init__(self, config: ExchangeConfig, http: HttpClient) -> None:
+        # Before the base class sets ``instruments``, which goes through the property below.
+        self._codec = BackpackCodec(InstrumentTable(EXCHANGE))
         super().__init__(config, http)
+        # The codec's decode, bound once: the hot path skips a call through the connector.
+        self.decode = self._codec.decode  # type: ignore[method-assign]
         speed = str(config.options.get("depth_speed", "realtime"))
         if speed not in DEPTH_SPEEDS:
             raise ValueError(
@@ -184,7 +188,6 @@ class BackpackConnector(Connector):
                 f"backpack: kline interval(s) {', '.join(map(repr, bad))} not offered; "
                 f"choose from {', '.join(sorted(KLINE_INTERVALS))}"
             )
-        self._codec = BackpackCodec(self.instruments)
         #: ``/api/v1/markets`` entries that could not be read (skipped, not fatal).
         self.skipped_markets = 0
 
@@ -202,9 +205,18 @@ class BackpackConnector(Connector):
             except (KeyError, TypeError, ValueError, AttributeError):
                 skipped += 1
         self.skipped_markets = skipped
-        self.instruments = table
-        self._codec.set_table(table)
+        self.instruments = table  # the property hands it to the codec
         return table
+
+    @property
+    def instruments(self) -> InstrumentTable:
+        """The instrument table; replacing it re-points the codec, which normalizes symbols through it."""
+        return self._instruments
+
+    @instruments.setter
+    def instruments(self, table: InstrumentTable) -> None:
+        self._instruments = table
+        self._codec.set_table(table)
 
     def streams_for(self, instrument: Instrument, data_type: DataType) -> list[str]:
         if not isinstance(data_type, DataType):  # a plain string from a hand-built config
@@ -239,10 +251,8 @@ class BackpackConnector(Connector):
     # --- per message (hot path) -----------------------------------------------------------------
 
     def decode(self, frame: str | bytes, receive_ts: int) -> list[Event | ControlMessage]:
-        codec = self._codec
-        if codec.table is not self.instruments:  # the table was replaced from outside
-            codec.set_table(self.instruments)
-        return codec.decode(frame, receive_ts)
+        # Each instance shadows this with the codec's own bound decode (see __init__).
+        return self._codec.decode(frame, receive_ts)
 
     # --- REST -----------------------------------------------------------------------------------
 

@@ -1,8 +1,15 @@
 """Binance Spot wire codec: JSON frames to events (the per-message hot path) and market info parsing.
 
-The decode path is plain, direct code: one ``orjson.loads``, dict field access, events built with
-``EventClass.fast(...)`` and enum members read from module constants. Every frame either yields
-events/control results, or raises :class:`~marketfeeder.connector.DecodeError` (malformed) or
+The decode path has two tiers. The fast tier decodes the whole frame with a typed ``msgspec`` decoder,
+which turns the decimal strings into floats in C: the bookTicker one when the stream type in the frame
+text (after the ``@`` of ``btcusdt@bookTicker``) says so, else one whose ``data`` is a union tagged by
+``e``. It only takes a frame whose decoded fields pass exactly the checks of the general tier; anything
+else (a wrong hint, a missing or mistyped field, an unknown symbol, a control reply) goes to the general
+tier: one ``orjson.loads``, dict field access and explicit checks, which names what is wrong. So the
+hint never decides the outcome: dispatch is on ``e`` (or its absence) in both tiers, and the outcome of
+every frame is the general tier's. Events are built with ``EventClass.fast(...)`` and enum members read
+from module constants. Every frame either yields events/control results, or raises
+:class:`~marketfeeder.connector.DecodeError` (malformed) or
 :class:`~marketfeeder.connector.UnhandledMessage` (well-formed, but not something we turn into events).
 
 Wire facts relied upon (Binance Spot "WebSocket Streams" docs):
@@ -18,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import orjson
 
 from marketfeeder.connector import (
@@ -72,6 +80,117 @@ _kline = Kline.fast
 _delta = BookDelta.fast
 
 
+# --- typed wire shapes for the fast tier -------------------------------------------------------------
+#
+# Prices and sizes are ``float`` (the decoder runs with strict=False, so "139.65" becomes 139.65 in C;
+# a string msgspec does not parse, such as " 1" or "1e400", fails the decode and takes the general
+# tier). Ids, times and flags are ``Any`` and checked with ``type(x) is int`` / ``is True`` like the
+# general tier does: strict=False would otherwise take "8" for an integer or "true" for a boolean.
+# The types with an ``e`` are only ever decoded as members of a union tagged by it, where the tag is
+# required and picks the type in C: another (or no) event type fails the decode. gc=False: these are
+# dropped right after use, and decoded JSON cannot form reference cycles.
+# Two known differences from the general tier, both beyond any real frame: the string "-0" gives 0.0
+# rather than -0.0 (equal as numbers), and an integer wider than 64 bits, which orjson reads as a
+# float (refused by the checks), stays an integer here (accepted).
+
+
+class _BookTickerData(msgspec.Struct, gc=False):
+    u: Any
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
+    e: Any = None  # must stay absent (or null): the general tier routes on it
+
+
+class _TradeData(msgspec.Struct, gc=False, tag_field="e", tag="trade"):
+    E: Any
+    s: str
+    t: Any
+    p: float
+    q: float
+    T: Any
+    m: Any
+
+
+class _AggTradeData(msgspec.Struct, gc=False, tag_field="e", tag="aggTrade"):
+    E: Any
+    s: str
+    a: Any
+    p: float
+    q: float
+    T: Any
+    m: Any
+
+
+class _DepthData(msgspec.Struct, gc=False, tag_field="e", tag="depthUpdate"):
+    E: Any
+    s: str
+    U: Any
+    u: Any
+    b: tuple[tuple[float, float], ...]
+    a: tuple[tuple[float, float], ...]
+
+
+class _TickerData(msgspec.Struct, gc=False, tag_field="e", tag="24hrTicker"):
+    E: Any
+    s: str
+    n: Any
+    c: float
+    b: float
+    B: float
+    a: float
+    A: float
+    o: float
+    h: float
+    l: float  # noqa: E741 (the wire's name)
+    v: float
+    q: float
+    p: float
+    P: float
+    w: float
+
+
+class _KlineBody(msgspec.Struct, gc=False):
+    t: Any
+    T: Any
+    n: Any
+    x: Any
+    i: Any
+    o: float
+    h: float
+    l: float  # noqa: E741 (the wire's name)
+    c: float
+    v: float
+    q: float
+
+
+class _KlineData(msgspec.Struct, gc=False, tag_field="e", tag="kline"):
+    E: Any
+    s: str
+    k: _KlineBody
+
+
+_EventData = _TradeData | _AggTradeData | _DepthData | _TickerData | _KlineData
+
+
+class _BookTickerFrame(msgspec.Struct, gc=False):
+    data: _BookTickerData
+
+
+class _EventFrame(msgspec.Struct, gc=False):
+    data: _EventData
+
+
+_FastDecode = Any  # a msgspec Decoder's bound ``decode``
+_decode_book_ticker_frame: _FastDecode = msgspec.json.Decoder(_BookTickerFrame, strict=False).decode
+_decode_event_frame: _FastDecode = msgspec.json.Decoder(_EventFrame, strict=False).decode
+# A raw (/ws) stream's frame is the data object itself.
+_decode_event: _FastDecode = msgspec.json.Decoder(_EventData, strict=False).decode
+_MsgspecError = msgspec.DecodeError  # ValidationError is a subclass
+
+
 def native_symbol(symbol: str) -> str:
     """Binance's form of a normalized spot symbol: ``BTC-USDT`` -> ``BTCUSDT``."""
     return symbol.replace("-", "")
@@ -99,6 +218,102 @@ class BinanceCodec:
         self._symbols = {i.native: i.symbol for i in instruments}
 
     def decode(self, frame: str | bytes, receive_ts: int) -> list[Event | ControlMessage]:
+        """Decode one frame: the typed fast tier when it applies, else :meth:`decode_general`."""
+        # Combined frames start '{"stream":"btcusdt@trade",': the first "@" ends the symbol, and the
+        # stream type after it says which decoder to try (only bookTicker has no "e" to tell it by).
+        # A frame without "@" is taken for a raw stream's, which is the data object itself, unless it
+        # has a "data" key, which the general tier would read first.
+        if frame.__class__ is str:
+            at = frame.find("@")
+            if at >= 0:
+                book_ticker = frame.startswith("bookTicker", at + 1)
+                fast = _decode_book_ticker_frame if book_ticker else _decode_event_frame
+            else:
+                fast = None if '"data"' in frame else _decode_event
+        elif frame.__class__ is bytes:
+            at = frame.find(b"@")
+            if at >= 0:
+                book_ticker = frame.startswith(b"bookTicker", at + 1)
+                fast = _decode_book_ticker_frame if book_ticker else _decode_event_frame
+            else:
+                fast = None if b'"data"' in frame else _decode_event
+        else:
+            fast = None
+        if fast is None:
+            return self.decode_general(frame, receive_ts)
+        try:
+            d = fast(frame)
+        except _MsgspecError:
+            return self.decode_general(frame, receive_ts)
+        if fast is not _decode_event:
+            d = d.data
+        # Each branch accepts only what the general tier would turn into the same event; any other
+        # value falls through to it, so error messages and edge cases stay exactly its own.
+        cls = d.__class__
+        symbol = self._symbols.get(d.s)
+        if symbol is None:
+            return self.decode_general(frame, receive_ts)
+        if cls is _BookTickerData:
+            u = d.u
+            if u.__class__ is int and d.e is None:
+                return [_book_ticker(EXCHANGE, symbol, None, receive_ts, u, d.b, d.B, d.a, d.A, None)]
+        elif cls is _TradeData or cls is _AggTradeData:
+            ts = d.E
+            trade_id = d.t if cls is _TradeData else d.a
+            trade_ts = d.T
+            maker = d.m
+            if (
+                ts.__class__ is int and trade_id.__class__ is int and trade_ts.__class__ is int
+                and (maker is True or maker is False)
+            ):
+                m = self.time_unit_ns
+                # maker True: the buyer made the book, so the taker sold.
+                side = _SELL if maker else _BUY
+                return [_trade(EXCHANGE, symbol, ts * m, receive_ts, trade_id, d.p, d.q, side, trade_ts * m)]
+        elif cls is _DepthData:
+            ts = d.E
+            first = d.U
+            last = d.u
+            if ts.__class__ is int and first.__class__ is int and last.__class__ is int:
+                ts *= self.time_unit_ns
+                return [_delta(EXCHANGE, symbol, ts, receive_ts, last, first, d.b, d.a, None)]
+        elif cls is _TickerData:
+            ts = d.E
+            count = d.n
+            if ts.__class__ is int and count.__class__ is int:
+                return [
+                    _ticker(
+                        EXCHANGE, symbol, ts * self.time_unit_ns, receive_ts, None, d.c, d.b, d.B, d.a, d.A,
+                        d.o, d.h, d.l, d.v, d.q, count, d.p, d.P, d.w,
+                    )
+                ]
+        elif cls is _KlineData:
+            ts = d.E
+            k = d.k
+            open_ts = k.t
+            close_ts = k.T
+            count = k.n
+            closed = k.x
+            interval = k.i
+            if (
+                ts.__class__ is int and open_ts.__class__ is int and close_ts.__class__ is int
+                and count.__class__ is int and closed.__class__ is bool and interval.__class__ is str
+            ):
+                m = self.time_unit_ns
+                return [
+                    _kline(
+                        EXCHANGE, symbol, ts * m, receive_ts, None, interval, open_ts * m, close_ts * m,
+                        k.o, k.h, k.l, k.c, k.v, closed, k.q, count,
+                    )
+                ]
+        return self.decode_general(frame, receive_ts)
+
+    def decode_general(self, frame: str | bytes, receive_ts: int) -> list[Event | ControlMessage]:
+        """Decode any frame (raw or combined, data or control) with ``orjson`` and explicit checks.
+
+        The reference semantics: :meth:`decode` returns exactly what this returns, and raises what
+        this raises, for every frame.
+        """
         # One function, one try block (free in 3.11 until something raises): every KeyError,
         # TypeError or ValueError from a missing or mistyped field becomes a DecodeError below.
         try:
