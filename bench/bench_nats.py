@@ -172,6 +172,7 @@ async def _natspy_end_to_end(url: str, tag: str) -> tuple[float, list[float]]:
     import asyncio
 
     import nats
+
     from marketfeeder_nats.codec import decode_event, encode_event
 
     nc = await nats.connect(url)

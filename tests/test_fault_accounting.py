@@ -18,7 +18,7 @@ from marketfeeder.sim.server import SimServer, sim_config_for, venues_from_plugi
 pytestmark = pytest.mark.anyio
 
 
-async def run_with_fault(spec: str, *, seconds: float = 2.5, backend_rate: int = 1500) -> tuple[dict[str, int], dict[str, Any], list[Trade]]:
+async def run_with_fault(spec: str, *, seconds: float = 2.5, settle: float = 1.5, backend_rate: int = 1500) -> tuple[dict[str, int], dict[str, Any], list[Trade]]:
     pm = get_plugin_manager()
     trades: list[Trade] = []
     async with SimServer(
@@ -35,6 +35,8 @@ async def run_with_fault(spec: str, *, seconds: float = 2.5, backend_rate: int =
         async with Feeder(config, plugin_manager=pm) as feeder:
             feeder.subscribe("binance", "BTC-USDT", DataType.TRADES, trades.append)
             await anyio.sleep(seconds)
+            sim.clear_faults()  # let books repair what the last faults broke
+            await anyio.sleep(settle)
             sim.pause_market()  # let every frame already sent arrive before counting
             await anyio.sleep(0.7)
             stats = feeder.get_performance_stats()

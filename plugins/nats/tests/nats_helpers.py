@@ -6,12 +6,11 @@ import base64
 import uuid
 from typing import Any
 
+from marketfeeder.models import Event
 from marketfeeder_nats.client import NatsClient
 from marketfeeder_nats.codec import decode_event
 from marketfeeder_nats.jetstream import JetStream, JetStreamError
 from marketfeeder_nats.subjects import TYPE_TOKENS, stream_name
-
-from marketfeeder.models import Event
 
 
 def unique_prefixes() -> dict[str, str]:

@@ -6,6 +6,8 @@ import os
 
 import anyio
 import pytest
+from natsserver import NatsServer
+
 from marketfeeder_nats.client import (
     NatsClient,
     NatsConnectionError,
@@ -23,7 +25,6 @@ from marketfeeder_nats.jetstream import (
     WrongLastSequence,
     parse_ack_reply,
 )
-from natsserver import NatsServer
 
 pytestmark = pytest.mark.anyio
 

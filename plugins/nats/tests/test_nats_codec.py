@@ -12,10 +12,10 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marketfeeder_nats.codec import VERSION, CodecError, decode_event, encode_event
 
 from marketfeeder.models import EVENT_TYPES, Event, Side, Trade
 from marketfeeder.testing.contract import sample_events
+from marketfeeder_nats.codec import VERSION, CodecError, decode_event, encode_event
 
 _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
 _INT = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -6,15 +6,15 @@ import uuid
 
 import anyio
 import pytest
+from nats_helpers import read_stream, unique_prefixes
+from natsserver import NatsServer
+
+from marketfeeder.models import DataType, Event, Gap, Side, Trade
 from marketfeeder_nats.client import NatsClient
 from marketfeeder_nats.jetstream import JetStream
 from marketfeeder_nats.leases import ShardLeases
 from marketfeeder_nats.sink import NatsSink
 from marketfeeder_nats.subjects import stream_name
-from nats_helpers import read_stream, unique_prefixes
-from natsserver import NatsServer
-
-from marketfeeder.models import DataType, Event, Gap, Side, Trade
 
 pytestmark = pytest.mark.anyio
 T0 = 1_767_225_600_000_000_000

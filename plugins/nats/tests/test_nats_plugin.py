@@ -7,15 +7,15 @@ import uuid
 import anyio
 import orjson
 from click.testing import CliRunner
+from natsserver import NatsServer
+
+from marketfeeder.cli import build_cli
+from marketfeeder.plugins import collect, get_plugin_manager
 from marketfeeder_nats.client import NatsClient
 from marketfeeder_nats.jetstream import JetStream
 from marketfeeder_nats.leases import ShardLeases
 from marketfeeder_nats.sink import NatsSink
 from marketfeeder_nats.source import NatsSource
-from natsserver import NatsServer
-
-from marketfeeder.cli import build_cli
-from marketfeeder.plugins import collect, get_plugin_manager
 
 
 def test_hooks_register_through_the_entry_point() -> None:

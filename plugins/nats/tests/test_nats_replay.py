@@ -6,7 +6,6 @@ import time
 
 import anyio
 import pytest
-from marketfeeder_nats.source import NatsSource
 from nats_helpers import unique_prefixes
 from natsserver import NatsServer
 
@@ -15,6 +14,7 @@ from marketfeeder.models import BookDelta, BookSnapshot, Event
 from marketfeeder.plugins import get_plugin_manager
 from marketfeeder.runtime.feeder import Feeder
 from marketfeeder.sim.server import SimServer, sim_config_for, venues_from_plugins
+from marketfeeder_nats.source import NatsSource
 
 # The simulator serves the Binance venue of the binance plugin (absent when this plugin is tested alone).
 pytest.importorskip("marketfeeder_binance")

@@ -7,10 +7,6 @@ from typing import Any
 
 import anyio
 import pytest
-from marketfeeder_nats.client import NatsClient
-from marketfeeder_nats.jetstream import JetStream
-from marketfeeder_nats.sink import NatsSink
-from marketfeeder_nats.subjects import msg_id, shard_of, stream_name
 from nats_helpers import read_all, read_stream, unique_prefixes
 from natsserver import NatsServer
 
@@ -26,6 +22,10 @@ from marketfeeder.models import (
     Trade,
 )
 from marketfeeder.testing.contract import SinkContract, sample_events
+from marketfeeder_nats.client import NatsClient
+from marketfeeder_nats.jetstream import JetStream
+from marketfeeder_nats.sink import NatsSink
+from marketfeeder_nats.subjects import msg_id, shard_of, stream_name
 
 T0 = 1_767_225_600_000_000_000
 

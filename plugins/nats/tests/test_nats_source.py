@@ -7,17 +7,17 @@ from typing import Any
 
 import anyio
 import pytest
-from marketfeeder_nats.client import NatsClient
-from marketfeeder_nats.jetstream import JetStream
-from marketfeeder_nats.sink import NatsSink
-from marketfeeder_nats.source import NatsSource
-from marketfeeder_nats.subjects import stream_name
 from nats_helpers import unique_prefixes
 from natsserver import NatsServer
 
 from marketfeeder.models import DataType, Event, Gap, Side, Trade
 from marketfeeder.runtime.feeder import Feeder
 from marketfeeder.testing.contract import sample_events
+from marketfeeder_nats.client import NatsClient
+from marketfeeder_nats.jetstream import JetStream
+from marketfeeder_nats.sink import NatsSink
+from marketfeeder_nats.source import NatsSource
+from marketfeeder_nats.subjects import stream_name
 
 pytestmark = pytest.mark.anyio
 T0 = 1_767_225_600_000_000_000

@@ -294,6 +294,16 @@ class SimServer:
         if self._resume is not None:
             self._resume.set()
 
+    def clear_faults(self) -> None:
+        """Inject no more faults from now on (REST, frames and records); the counters keep what was
+        injected. Tests use it to let a client settle before comparing its state with the market."""
+        self.faults = FaultPlan()
+        self._record_faults = None
+        self._frame_faults = False
+        for state in self._venues.values():
+            for conn in state.conns:
+                conn.faults = None
+
     def pause_market(self) -> None:
         """Freeze the market after the current batch (connections stay open; tests compare books)."""
         self._paused = True
