@@ -105,6 +105,8 @@ class EventQueue:
         self._drops: dict[tuple[str, str, DataType], int] = {}
         self._closed = False
         self._dead = False
+        #: Closed or dead: one flag for the per-event check.
+        self._shut = False
         self.accepted = 0
         self.delivered = 0
         self.dropped = 0
@@ -116,22 +118,25 @@ class EventQueue:
 
     def put_nowait(self, event: Event) -> bool:
         """Queue ``event``. False means it was parked: await :meth:`wait_parked` before producing more."""
-        if self._dead or self._closed:
+        if self._shut:
             self.discarded_after_failure += 1
             return True
         items = self._items
         self.accepted += 1
-        if self._block:
-            if self._parked or len(items) >= self.maxsize:
+        depth = len(items)
+        if depth >= self.maxsize:
+            if self._block:
                 self._parked.append(event)
                 self.blocked_puts += 1
                 return False
-            items.append(event)
-        else:
-            if len(items) >= self.maxsize:
-                self._drop(items.popleft())
-            items.append(event)
-        depth = len(items)
+            self._drop(items.popleft())
+            depth -= 1
+        elif self._parked and self._block:
+            self._parked.append(event)
+            self.blocked_puts += 1
+            return False
+        items.append(event)
+        depth += 1
         if depth > self.max_depth:
             self.max_depth = depth
         readable = self._readable
@@ -267,6 +272,7 @@ class EventQueue:
         if self._closed:
             return
         self._closed = True
+        self._shut = True
         # Parked events were accepted: keep them, beyond maxsize if need be, so nothing accepted is lost.
         self._items.extend(self._parked)
         self._parked.clear()
@@ -275,6 +281,7 @@ class EventQueue:
     def kill(self) -> None:
         """The consumer failed: discard everything and accept nothing more (counted)."""
         self._dead = True
+        self._shut = True
         self.discarded_after_failure += len(self._items) + len(self._parked)
         self._items.clear()
         self._parked.clear()

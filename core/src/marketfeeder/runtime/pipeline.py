@@ -8,8 +8,11 @@ what ``bench/bench_pipeline.py`` drives directly, without a network.
 from __future__ import annotations
 
 import logging
+import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -23,6 +26,7 @@ from .dispatch import Dispatcher
 
 if TYPE_CHECKING:
     from marketfeeder.timesync import ClockEstimator
+    from marketfeeder.validators.base import Verdict
     from marketfeeder.validators.engine import ValidationEngine
 
 __all__ = ["BenchSource", "BookEntry", "ExchangePipeline", "FrameSource", "SeqWindow"]
@@ -30,32 +34,75 @@ __all__ = ["BenchSource", "BookEntry", "ExchangePipeline", "FrameSource", "SeqWi
 log = logging.getLogger("marketfeeder.runtime")
 
 _BookDelta = BookDelta
+#: The quarantined indices of a one-event frame that failed.
+_FIRST = frozenset((0,))
 _EWMA_ALPHA = 0.2
 #: Recent sequence ids remembered per (symbol, event class) to drop duplicated frames.
 SEQ_WINDOW = 512
 
 
 class SeqWindow:
-    """The last ``size`` sequence ids seen; a reordered older id not among them is accepted once."""
+    """The last ``size`` sequence ids seen; a reordered older id not among them is accepted once.
 
-    __slots__ = ("_order", "_seen", "size")
+    Ids nearly always arrive in increasing order, and while the remembered ones are increasing a new id
+    above the largest cannot be among them: :meth:`add` then only appends it. Only an id at or below the
+    largest needs a look (a bisection of the ordered window, or the set kept while the window is out of
+    order, until ``size`` increasing ids have pushed the disorder out).
+    """
+
+    __slots__ = ("_last", "_order", "_run", "_seen", "size")
 
     def __init__(self, size: int = SEQ_WINDOW) -> None:
         self.size = size
-        self._seen: set[int] = set()
-        self._order: deque[int] = deque()
+        #: The remembered ids, oldest first (the deque drops the oldest past ``size``).
+        self._order: deque[int] = deque(maxlen=size)
+        #: The same ids as a set while they are not in increasing order, else None.
+        self._seen: set[int] | None = None
+        #: The largest id remembered (below every int before the first).
+        self._last: float = -math.inf
+        #: Ids appended in increasing order since the window was last out of order.
+        self._run = 0
 
     def add(self, seq: int) -> bool:
         """Remember ``seq``; False when it was already seen (a duplicate)."""
-        seen = self._seen
-        if seq in seen:
-            return False
-        seen.add(seq)
         order = self._order
+        seen = self._seen
+        if seq > self._last:
+            self._last = seq
+            if seen is not None:
+                if len(order) == self.size:
+                    seen.discard(order[0])
+                seen.add(seq)
+                self._run += 1
+                if self._run >= self.size:
+                    self._seen = None  # every remembered id came in increasing order
+            order.append(seq)
+            return True
+        if seen is None:
+            index = bisect_left(order, seq)
+            if index < len(order) and order[index] == seq:
+                return False
+            seen = self._seen = set(order)
+        elif seq in seen:
+            return False
+        if len(order) == self.size:
+            seen.discard(order[0])
+        seen.add(seq)
         order.append(seq)
-        if len(order) > self.size:
-            seen.discard(order.popleft())
+        self._run = 0
         return True
+
+
+class _Stream:
+    """Per (symbol, event class): the de-duplication window and the source's clock entry."""
+
+    __slots__ = ("clock", "clocks", "window")
+
+    def __init__(self, window: SeqWindow) -> None:
+        self.window = window
+        #: The ``FrameSource.clocks`` dict ``clock`` belongs to (another source: look it up again).
+        self.clocks: dict[tuple[str, DataType], list[int]] | None = None
+        self.clock: list[int] = []
 
 
 class FrameSource(Protocol):
@@ -100,17 +147,33 @@ class ExchangePipeline:
         self.connector = connector
         self.exchange = connector.name
         self.dispatcher = dispatcher
+        self._check_all: Callable[[list[Event]], list[tuple[int, list[Verdict]]] | None] | None = None
+        self._validation: ValidationEngine | None = None
         self.validation = validation
         if validation_policy not in ("annotate", "quarantine", "drop"):
             raise ValueError(f"validation policy must be annotate, quarantine or drop, got {validation_policy!r}")
         self.policy = validation_policy
         self.books: dict[str, BookEntry] = {}
-        self._windows: dict[tuple[str, type[Event]], SeqWindow] = {}
+        self._streams: dict[tuple[str, type[Event]], _Stream] = {}
         self.duplicates = 0
         self.validation_dropped = 0
         self._decode: Callable[[str | bytes, int], list[Any]] = connector.decode
         #: Receives one (exchange_ts, receive_ts) sample per frame for clock alignment, when set.
         self.clock: ClockEstimator | None = None
+
+    @property
+    def validation(self) -> ValidationEngine | None:
+        """The checks every event meets before delivery (None: no validation); may be set at any time."""
+        return self._validation
+
+    @validation.setter
+    def validation(self, engine: ValidationEngine | None) -> None:
+        self._validation = engine
+        if engine is None:
+            self._check_all = None
+        else:
+            check_all = getattr(engine, "check_all", None)
+            self._check_all = check_all if check_all is not None else partial(_check_each, engine.check)
 
     # --- the hot path --------------------------------------------------------------------------
 
@@ -129,27 +192,33 @@ class ExchangePipeline:
             return None
         source.count_frame(receive_ts)
         out: list[Event] = []
-        books = self.books
-        windows = self._windows
+        streams = self._streams
         clocks = source.clocks
         for result in results:
             cls = result.__class__
             if cls is _BookDelta:
-                entry = books.get(result.symbol)
+                entry = self.books.get(result.symbol)
                 if entry is None:
                     continue  # no longer subscribed
                 sync = entry.sync
                 sync.on_delta(result, out)
                 if sync.wants_snapshot():
                     entry.kick.set()
+                stream = streams.get((result.symbol, cls))
+                if stream is None:
+                    stream = streams[(result.symbol, cls)] = _Stream(SeqWindow())
             elif isinstance(result, Event):
+                stream = streams.get((result.symbol, cls))
+                if stream is None:
+                    stream = streams[(result.symbol, cls)] = _Stream(SeqWindow())
                 seq = result.seq
                 if seq is not None:
-                    wkey = (result.symbol, cls)
-                    window = windows.get(wkey)
-                    if window is None:
-                        window = windows[wkey] = SeqWindow()
-                    if not window.add(seq):
+                    window = stream.window
+                    if window._seen is None and seq > window._last:
+                        # SeqWindow.add's common case, inlined: a new largest id of an ordered window.
+                        window._last = seq
+                        window._order.append(seq)
+                    elif not window.add(seq):
                         self.duplicates += 1
                         continue
                 out.append(result)
@@ -157,43 +226,66 @@ class ExchangePipeline:
                 source.on_control(result)
                 continue
             # Per-stream timing for the stale-feed watchdog (EWMA of the inter-message interval).
-            key = (result.symbol, cls.data_type)
-            clock = clocks.get(key)
-            if clock is None:
-                clocks[key] = [receive_ts, 0, 1]
-                source.first_event(key, receive_ts)
-            else:
+            if stream.clocks is clocks:
+                clock = stream.clock
                 interval = receive_ts - clock[0]
                 if interval > 0:
                     ewma = clock[1]
                     clock[1] = interval if ewma == 0 else int(ewma + (interval - ewma) * _EWMA_ALPHA)
                     clock[0] = receive_ts
                 clock[2] += 1
+            else:
+                self._first_clock(stream, result, clocks, source, receive_ts)
         if not out:
             return None
         estimator = self.clock
         if estimator is not None:
             estimator.add_stream_sample(out[-1].exchange_ts, receive_ts)
         source.market_events += len(out)
-        return self.finish(out)
+        check_all = self._check_all
+        if check_all is None:
+            return self.dispatcher.deliver(out)
+        failed = check_all(out)
+        if failed is None:
+            return self.dispatcher.deliver(out)
+        return self._deliver_judged(out, failed)
+
+    def _first_clock(
+        self,
+        stream: _Stream,
+        event: Event,
+        clocks: dict[tuple[str, DataType], list[int]],
+        source: FrameSource,
+        receive_ts: int,
+    ) -> None:
+        """The clock update of a stream's first event from ``source``: find (or start) its entry."""
+        key = (event.symbol, event.__class__.data_type)
+        clock = clocks.get(key)
+        if clock is None:
+            clocks[key] = clock = [receive_ts, 0, 1]
+            source.first_event(key, receive_ts)
+        else:
+            interval = receive_ts - clock[0]
+            if interval > 0:
+                ewma = clock[1]
+                clock[1] = interval if ewma == 0 else int(ewma + (interval - ewma) * _EWMA_ALPHA)
+                clock[0] = receive_ts
+            clock[2] += 1
+        stream.clocks = clocks
+        stream.clock = clock
 
     def finish(self, out: list[Event]) -> list[EventQueue] | None:
         """Validate (by policy) and deliver ``out``."""
-        if self.validation is not None:
-            return self._validate_and_deliver(out)
-        return self.dispatcher.deliver(out)
-
-    def _validate_and_deliver(self, out: list[Event]) -> list[EventQueue] | None:
-        check = self.validation.check  # type: ignore[union-attr]
-        verdicts_at: list[tuple[int, list[Any]]] | None = None
-        for index, event in enumerate(out):
-            verdicts = check(event)
-            if verdicts is not None:
-                if verdicts_at is None:
-                    verdicts_at = []
-                verdicts_at.append((index, verdicts))
-        if verdicts_at is None:
+        check_all = self._check_all
+        if check_all is None:
             return self.dispatcher.deliver(out)
+        failed = check_all(out)
+        if failed is None:
+            return self.dispatcher.deliver(out)
+        return self._deliver_judged(out, failed)
+
+    def _deliver_judged(self, out: list[Event], verdicts_at: list[tuple[int, list[Verdict]]]) -> list[EventQueue] | None:
+        """Deliver ``out`` of which some events failed checks (``(index, verdicts)``), by the policy."""
         policy = self.policy
         if policy == "drop":
             dropped = {index for index, _ in verdicts_at}
@@ -206,6 +298,17 @@ class ExchangePipeline:
             kept = [event for index, event in enumerate(out) if index not in dropped]
             return self.dispatcher.deliver(kept) if kept else None
         # annotate / quarantine: the event, then one ValidationFailure per verdict right after it.
+        if len(out) == 1:  # the usual frame: one event
+            event = out[0]
+            annotated: list[Event] = [event]
+            for verdict in verdicts_at[0][1]:
+                annotated.append(
+                    ValidationFailure.fast(
+                        event.exchange, event.symbol, event.exchange_ts, event.receive_ts, event.seq,
+                        verdict.check, verdict.message, policy, event.__class__.__name__, event.receive_ts,
+                    )
+                )
+            return self.dispatcher.deliver(annotated, _FIRST if policy == "quarantine" else ())
         by_index = dict(verdicts_at)
         final: list[Event] = []
         quarantined: set[int] = set()
@@ -238,8 +341,16 @@ class ExchangePipeline:
 
     def forget(self, symbol: str) -> None:
         """Drop de-duplication state of an unsubscribed symbol."""
-        for key in [key for key in self._windows if key[0] == symbol]:
-            del self._windows[key]
+        for key in [key for key in self._streams if key[0] == symbol]:
+            del self._streams[key]
+
+
+def _check_each(
+    check: Callable[[Event], list[Verdict] | None], events: list[Event]
+) -> list[tuple[int, list[Verdict]]] | None:
+    """``check_all`` for an engine that only has ``check``."""
+    failed = [(index, verdicts) for index, event in enumerate(events) if (verdicts := check(event)) is not None]
+    return failed or None
 
 
 class BenchSource:

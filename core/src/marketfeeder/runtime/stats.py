@@ -17,18 +17,27 @@ __all__ = ["ConnectionStats", "LatencyHistogram", "RateMeter", "SymbolStats"]
 # Integer bit operations only: this runs twice per event.
 _LINEAR = 16
 _N_BUCKETS = _LINEAR + (64 - 4) * 8
+#: The last bucket: it takes everything above the range (durations of more than 2**63 ns).
+_LAST_BUCKET = _N_BUCKETS - 1
 
 
 class LatencyHistogram:
-    """A bounded latency histogram fed with nanosecond durations, read in milliseconds."""
+    """A bounded latency histogram fed with nanosecond durations, read in milliseconds.
 
-    __slots__ = ("_buckets", "count", "max_ns", "total_ns")
+    The count is the sum of the buckets, worked out when read: recording touches the bucket, the total
+    and the maximum only (the dispatcher records inline, with the same arithmetic as :meth:`record`).
+    """
+
+    __slots__ = ("_buckets", "max_ns", "total_ns")
 
     def __init__(self) -> None:
         self._buckets = [0] * _N_BUCKETS
-        self.count = 0
         self.total_ns = 0
         self.max_ns = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self._buckets)
 
     def record(self, ns: int) -> None:
         if ns < _LINEAR:
@@ -40,7 +49,6 @@ class LatencyHistogram:
             # (ns >> shift) is the top four bits, 8..15: index = 16 + (shift - 1) * 8 + (top - 8).
             index = shift * 8 + (ns >> shift)
             self._buckets[index if index < _N_BUCKETS else _N_BUCKETS - 1] += 1
-        self.count += 1
         self.total_ns += ns
         if ns > self.max_ns:
             self.max_ns = ns
@@ -55,9 +63,10 @@ class LatencyHistogram:
 
     def percentile(self, q: float) -> float:
         """The ``q`` quantile (0..1) in ms: the upper edge of its bucket, capped by the true maximum."""
-        if self.count == 0:
+        count = self.count
+        if count == 0:
             return 0.0
-        target = max(1, math.ceil(q * self.count))
+        target = max(1, math.ceil(q * count))
         seen = 0
         for index, n in enumerate(self._buckets):
             seen += n
@@ -66,11 +75,12 @@ class LatencyHistogram:
         return self.max_ns / 1e6
 
     def summary(self) -> dict[str, float | int]:
-        if self.count == 0:
+        count = self.count
+        if count == 0:
             return {"count": 0, "avg": 0.0, "p50": 0.0, "p99": 0.0, "max": 0.0}
         return {
-            "count": self.count,
-            "avg": round(self.total_ns / self.count / 1e6, 4),
+            "count": count,
+            "avg": round(self.total_ns / count / 1e6, 4),
             "p50": round(self.percentile(0.50), 4),
             "p99": round(self.percentile(0.99), 4),
             "max": round(self.max_ns / 1e6, 4),

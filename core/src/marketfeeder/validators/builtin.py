@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 _INF = math.inf
+_float = float
+_int = int
 _NS_PER_MS = 1_000_000
 
 #: Market-data events that carry an exchange time.
@@ -222,9 +224,22 @@ class _Check:
         try:
             return handler(event, context)
         except Exception as exc:  # a malformed value no specific path foresaw: report it, never raise
-            return Verdict(
-                self.name, f"{_label(event)} could not be checked: {type(exc).__name__}: {_show(str(exc))}"
-            )
+            return self.unforeseen(event, exc)
+
+    def unforeseen(self, event: Event, exc: Exception) -> Verdict:
+        """The verdict for a handler that raised on ``event`` (what :meth:`check` returns then)."""
+        return Verdict(
+            self.name, f"{_label(event)} could not be checked: {type(exc).__name__}: {_show(str(exc))}"
+        )
+
+    def handler_for(self, cls: type[Event]) -> Handler | None:
+        """The handler :meth:`check` runs for events of class ``cls`` (None: not this check's business).
+
+        The engine calls it directly, one Python call per check instead of two; whoever does must turn
+        an exception from it into :meth:`unforeseen`'s verdict, as :meth:`check` does.
+        """
+        handler = self._handlers.get(cls)
+        return handler if handler is not None else self._resolve(cls)
 
     def _resolve(self, cls: type[Event]) -> Handler | None:
         # A subclass of a known event class (plugin-defined) gets its base class's handler.
@@ -333,7 +348,35 @@ class PriceCheck(_Check):
         problems.field("book ticker ask size", ask_size, _positive_problem)
         return problems.verdict(self.name)
 
+    # Tickers, klines and mark prices: each field is None or an exact float in range (the ``type`` test
+    # keeps bools, Decimals and the like, which compare like numbers, for the slow path to name).
+
     def _ticker(self, event: Ticker, context: ValidationContext) -> Verdict | None:
+        last = event.last
+        bid = event.bid
+        ask = event.ask
+        o = event.open
+        h = event.high
+        low = event.low
+        vwap = event.vwap
+        bid_size = event.bid_size
+        ask_size = event.ask_size
+        change = event.price_change
+        change_pct = event.price_change_pct
+        if (
+            (last is None or (type(last) is _float and 0.0 < last < _INF))
+            and (bid is None or (type(bid) is _float and 0.0 < bid < _INF))
+            and (ask is None or (type(ask) is _float and 0.0 < ask < _INF))
+            and (o is None or (type(o) is _float and 0.0 < o < _INF))
+            and (h is None or (type(h) is _float and 0.0 < h < _INF))
+            and (low is None or (type(low) is _float and 0.0 < low < _INF))
+            and (vwap is None or (type(vwap) is _float and 0.0 < vwap < _INF))
+            and (bid_size is None or (type(bid_size) is _float and 0.0 < bid_size < _INF))
+            and (ask_size is None or (type(ask_size) is _float and 0.0 < ask_size < _INF))
+            and (change is None or (type(change) is _float and -_INF < change < _INF))
+            and (change_pct is None or (type(change_pct) is _float and -_INF < change_pct < _INF))
+        ):
+            return None
         problems = _Problems()
         for attr, label in _TICKER_PRICES:
             problems.optional(label, getattr(event, attr), _positive_problem)
@@ -344,6 +387,17 @@ class PriceCheck(_Check):
         return problems.verdict(self.name)
 
     def _kline(self, event: Kline, context: ValidationContext) -> Verdict | None:
+        o = event.open
+        h = event.high
+        low = event.low
+        c = event.close
+        if (
+            (o is None or (type(o) is _float and 0.0 < o < _INF))
+            and (h is None or (type(h) is _float and 0.0 < h < _INF))
+            and (low is None or (type(low) is _float and 0.0 < low < _INF))
+            and (c is None or (type(c) is _float and 0.0 < c < _INF))
+        ):
+            return None
         problems = _Problems()
         for attr, label in _KLINE_PRICES:
             problems.optional(label, getattr(event, attr), _positive_problem)
@@ -358,14 +412,34 @@ class PriceCheck(_Check):
         return problems.verdict(self.name)
 
     def _delta(self, event: BookDelta, context: ValidationContext) -> Verdict | None:
-        if _levels_ok(event.bids, True) and _levels_ok(event.asks, True):
-            return None
+        try:  # _levels_ok on both sides, inlined: deltas are a busy stream
+            for levels in (event.bids, event.asks):
+                for price, size in levels:
+                    if not (0.0 < price < _INF and 0.0 <= size < _INF):
+                        break
+                else:
+                    continue
+                break
+            else:
+                return None
+        except (TypeError, ValueError):
+            pass
         problems = _Problems()
         problems.levels("delta bid", event.bids, _non_negative_problem)
         problems.levels("delta ask", event.asks, _non_negative_problem)
         return problems.verdict(self.name)
 
     def _mark_price(self, event: MarkPrice, context: ValidationContext) -> Verdict | None:
+        mark = event.mark_price
+        index = event.index_price
+        funding = event.funding_rate
+        if (
+            type(mark) is _float
+            and 0.0 < mark < _INF
+            and (index is None or (type(index) is _float and 0.0 < index < _INF))
+            and (funding is None or (type(funding) is _float and -_INF < funding < _INF))
+        ):
+            return None
         problems = _Problems()
         problems.field("mark price", event.mark_price, _positive_problem)
         problems.optional("index price", event.index_price, _positive_problem)
@@ -400,6 +474,11 @@ class TickGridCheck(_Check):
     of instruments with no positive tick/step size, are skipped. Floats cannot hold most decimal ticks
     exactly, so a value passes when ``value / tick`` is within ``rel_tolerance * |value / tick|`` of an
     integer.
+
+    Every handler first runs a fast test that can only say "on the grid": with ``q = value / tick``,
+    ``f = q % 1.0`` and ``t = q * rel_tolerance``, the value passes when ``f <= t or 1 - f <= t``, which
+    for ``q >= 0`` is exactly the documented rule (``min(f, 1 - f) <= t``). Anything else (an off-grid
+    value, a negative or odd one, an exception) goes to the slow path, which decides and words the verdict.
 
     Options:
         rel_tolerance (float, default 1e-12): allowed relative error; values parsed from decimal strings
@@ -444,9 +523,160 @@ class TickGridCheck(_Check):
             f"{label} {_show(value)} is not on the {kind} grid of {step!r} ({event.exchange} {event.symbol})",
         )
 
-    # Trades and book tickers are the busiest streams: their grid arithmetic is written out inline.
+    # --- fast paths: a few float operations per value, no calls ---------------------------------
 
     def _trade(self, event: Trade, context: ValidationContext) -> Verdict | None:
+        instrument = context.instrument(event.exchange, event.symbol)
+        if instrument is None:
+            return None
+        rel = self._rel
+        tick = instrument.tick_size
+        try:
+            if 0.0 < tick < _INF:
+                q = event.price / tick
+                f = q % 1.0
+                t = q * rel
+                if f > t and 1.0 - f > t:
+                    return self._trade_slow(event, context)
+            if self._sizes:
+                step = instrument.step_size
+                if 0.0 < step < _INF:
+                    q = event.size / step
+                    f = q % 1.0
+                    t = q * rel
+                    if f > t and 1.0 - f > t:
+                        return self._trade_slow(event, context)
+            return None
+        except Exception:
+            return self._trade_slow(event, context)
+
+    def _book_ticker(self, event: BookTicker, context: ValidationContext) -> Verdict | None:
+        instrument = context.instrument(event.exchange, event.symbol)
+        if instrument is None:
+            return None
+        rel = self._rel
+        tick = instrument.tick_size
+        try:
+            if 0.0 < tick < _INF:
+                q = event.bid / tick
+                f = q % 1.0
+                t = q * rel
+                if f > t and 1.0 - f > t:
+                    return self._book_ticker_slow(event, context)
+                q = event.ask / tick
+                f = q % 1.0
+                t = q * rel
+                if f > t and 1.0 - f > t:
+                    return self._book_ticker_slow(event, context)
+            if self._sizes:
+                step = instrument.step_size
+                if 0.0 < step < _INF:
+                    q = event.bid_size / step
+                    f = q % 1.0
+                    t = q * rel
+                    if f > t and 1.0 - f > t:
+                        return self._book_ticker_slow(event, context)
+                    q = event.ask_size / step
+                    f = q % 1.0
+                    t = q * rel
+                    if f > t and 1.0 - f > t:
+                        return self._book_ticker_slow(event, context)
+            return None
+        except Exception:
+            return self._book_ticker_slow(event, context)
+
+    def _ticker(self, event: Ticker, context: ValidationContext) -> Verdict | None:
+        instrument = context.instrument(event.exchange, event.symbol)
+        if instrument is None:
+            return None
+        rel = self._rel
+        tick = instrument.tick_size
+        try:
+            if 0.0 < tick < _INF:
+                for value in (event.last, event.bid, event.ask, event.open, event.high, event.low):
+                    if value is not None:
+                        q = value / tick
+                        f = q % 1.0
+                        t = q * rel
+                        if f > t and 1.0 - f > t:
+                            return self._ticker_slow(event, context)
+            if self._sizes:
+                step = instrument.step_size
+                if 0.0 < step < _INF:
+                    for value in (event.bid_size, event.ask_size):
+                        if value is not None:
+                            q = value / step
+                            f = q % 1.0
+                            t = q * rel
+                            if f > t and 1.0 - f > t:
+                                return self._ticker_slow(event, context)
+            return None
+        except Exception:
+            return self._ticker_slow(event, context)
+
+    def _kline(self, event: Kline, context: ValidationContext) -> Verdict | None:
+        instrument = context.instrument(event.exchange, event.symbol)
+        if instrument is None:
+            return None
+        tick = instrument.tick_size
+        if not 0.0 < tick < _INF:
+            return self._kline_slow(event, context)
+        rel = self._rel
+        try:
+            for value in (event.open, event.high, event.low, event.close):
+                if value is not None:
+                    q = value / tick
+                    f = q % 1.0
+                    t = q * rel
+                    if f > t and 1.0 - f > t:
+                        return self._kline_slow(event, context)
+            return None
+        except Exception:
+            return self._kline_slow(event, context)
+
+    def _levels(self, event: BookSnapshot | BookDelta, context: ValidationContext) -> Verdict | None:
+        grid = self._grid(event, context)
+        if grid is None:
+            return None
+        tick, step = grid
+        rel = self._rel
+        try:
+            if tick and step:
+                for levels in (event.bids, event.asks):
+                    for price, size in levels:
+                        q = price / tick
+                        f = q % 1.0
+                        t = q * rel
+                        if f > t and 1.0 - f > t:
+                            return self._levels_slow(event, tick, step)
+                        q = size / step
+                        f = q % 1.0
+                        t = q * rel
+                        if f > t and 1.0 - f > t:
+                            return self._levels_slow(event, tick, step)
+            elif tick:
+                for levels in (event.bids, event.asks):
+                    for price, _size in levels:
+                        q = price / tick
+                        f = q % 1.0
+                        t = q * rel
+                        if f > t and 1.0 - f > t:
+                            return self._levels_slow(event, tick, step)
+            else:
+                for levels in (event.bids, event.asks):
+                    for _price, size in levels:
+                        q = size / step
+                        f = q % 1.0
+                        t = q * rel
+                        if f > t and 1.0 - f > t:
+                            return self._levels_slow(event, tick, step)
+            return None
+        except Exception:
+            return self._levels_slow(event, tick, step)
+
+    # --- slow paths: decide exactly and say what is off -----------------------------------------
+
+    def _trade_slow(self, event: Trade, context: ValidationContext) -> Verdict | None:
         instrument = context.instrument(event.exchange, event.symbol)
         if instrument is None:
             return None
@@ -469,7 +699,7 @@ class TickGridCheck(_Check):
                 return self._verdict("trade size", event.size, "step", step, event)
         return None
 
-    def _book_ticker(self, event: BookTicker, context: ValidationContext) -> Verdict | None:
+    def _book_ticker_slow(self, event: BookTicker, context: ValidationContext) -> Verdict | None:
         instrument = context.instrument(event.exchange, event.symbol)
         if instrument is None:
             return None
@@ -505,7 +735,7 @@ class TickGridCheck(_Check):
                 return self._slow_fields(event, (), sizes, 0.0, step)
         return None
 
-    def _ticker(self, event: Ticker, context: ValidationContext) -> Verdict | None:
+    def _ticker_slow(self, event: Ticker, context: ValidationContext) -> Verdict | None:
         return self._fields(
             event,
             context,
@@ -520,7 +750,7 @@ class TickGridCheck(_Check):
             (("ticker bid size", event.bid_size), ("ticker ask size", event.ask_size)),
         )
 
-    def _kline(self, event: Kline, context: ValidationContext) -> Verdict | None:
+    def _kline_slow(self, event: Kline, context: ValidationContext) -> Verdict | None:
         return self._fields(
             event,
             context,
@@ -564,11 +794,7 @@ class TickGridCheck(_Check):
                     return self._verdict(label, value, "step", step, event)
         return None
 
-    def _levels(self, event: BookSnapshot | BookDelta, context: ValidationContext) -> Verdict | None:
-        grid = self._grid(event, context)
-        if grid is None:
-            return None
-        tick, step = grid
+    def _levels_slow(self, event: BookSnapshot | BookDelta, tick: float, step: float) -> Verdict | None:
         rel = self._rel
         kind = _label(event)
         for side, levels in (("bid", event.bids), ("ask", event.asks)):
@@ -666,6 +892,18 @@ class VolumeCheck(_Check):
         problems.optional(f"{label} trade count", event.trade_count, _non_negative_problem)
 
     def _ticker(self, event: Ticker, context: ValidationContext) -> Verdict | None:
+        volume = event.volume
+        quote_volume = event.quote_volume
+        count = event.trade_count
+        high = event.high
+        low = event.low
+        if (
+            (volume is None or (type(volume) is _float and 0.0 <= volume < _INF))
+            and (quote_volume is None or (type(quote_volume) is _float and 0.0 <= quote_volume < _INF))
+            and (count is None or (type(count) is _int and count >= 0))
+            and (high is None or low is None or (type(high) is _float and type(low) is _float and not high < low))
+        ):
+            return None
         problems = _Problems()
         self._amounts(problems, "ticker", event)
         high = event.high
@@ -675,6 +913,35 @@ class VolumeCheck(_Check):
         return problems.verdict(self.name)
 
     def _kline(self, event: Kline, context: ValidationContext) -> Verdict | None:
+        volume = event.volume
+        quote_volume = event.quote_volume
+        count = event.trade_count
+        o = event.open
+        h = event.high
+        low = event.low
+        c = event.close
+        if (
+            (volume is None or (type(volume) is _float and 0.0 <= volume < _INF))
+            and (quote_volume is None or (type(quote_volume) is _float and 0.0 <= quote_volume < _INF))
+            and (count is None or (type(count) is _int and count >= 0))
+            and (
+                o is None
+                or h is None
+                or low is None
+                or c is None
+                or (
+                    type(o) is _float
+                    and type(h) is _float
+                    and type(low) is _float
+                    and type(c) is _float
+                    and h >= o
+                    and h >= c
+                    and low <= o
+                    and low <= c
+                )
+            )
+        ):
+            return None
         problems = _Problems()
         self._amounts(problems, "kline", event)
         o, h, low, c = event.open, event.high, event.low, event.close
@@ -766,6 +1033,17 @@ class BookIntegrityCheck(_Check):
         return None if problem is None else Verdict(self.name, problem)
 
     def _delta(self, event: BookDelta, context: ValidationContext) -> Verdict | None:
+        bids = event.bids
+        asks = event.asks
+        if type(bids) is tuple and type(asks) is tuple:
+            # dict() of the (price, size) pairs keeps one entry per price, in C.
+            try:
+                if (len(bids) < 2 or len(dict(bids)) == len(bids)) and (
+                    len(asks) < 2 or len(dict(asks)) == len(asks)
+                ):
+                    return None
+            except Exception:
+                pass
         for side, levels in (("bid", event.bids), ("ask", event.asks)):
             if len(levels) > 1 and len({price for price, _size in levels}) != len(levels):
                 price = _duplicate_price(levels)
@@ -799,17 +1077,53 @@ def _mad_sorted(values: list[float], median: float) -> float:
     return current if n & 1 else (previous + current) * 0.5
 
 
-class _Series:
-    """A bounded rolling window kept both in arrival order and sorted."""
+#: Most values a series takes on the fast path before its sorted window is caught up (bounds ``order``).
+_BAND_STEPS = 128
+#: Fast-path values merged back into the sorted window by bisection; past this many, one sort is cheaper.
+_MERGE_BY_INSERT = 16
 
-    __slots__ = ("order", "pending", "sorted")
+
+class _Series:
+    """A bounded rolling window, in arrival order and sorted, plus the fast path's acceptance band.
+
+    ``order`` is the window followed by the ``lag`` values accepted on the fast path since ``sorted``
+    was last brought up to date (their arrival pushed as many of the oldest out of the window);
+    :meth:`sync` merges them. ``lo``/``hi`` is the band (``hi = -inf``: none); ``budget`` counts the
+    fast-path values left before the next exact look (0: work the band out at the next exact step;
+    negative: steps to wait before trying again, after a band could not be found).
+    """
+
+    __slots__ = ("budget", "hi", "lag", "lo", "order", "pending", "sorted")
 
     def __init__(self, rebase_after: int) -> None:
         self.sorted: list[float] = []
         self.order: deque[float] = deque()
         self.pending: deque[float] = deque(maxlen=rebase_after)
+        self.lag = 0
+        self.budget = 0
+        self.lo = _INF
+        self.hi = -_INF
+
+    def sync(self, window: int) -> None:
+        """Make ``sorted`` the sorted window again, after values taken on the fast path."""
+        lag = self.lag
+        self.lag = 0
+        order = self.order
+        values = self.sorted
+        if lag <= _MERGE_BY_INSERT:
+            while len(order) > window:
+                del values[bisect_left(values, order.popleft())]
+            for index in range(-lag, 0):
+                insort(values, order[index])
+        else:
+            while len(order) > window:
+                order.popleft()
+            values[:] = order
+            values.sort()
 
     def add(self, value: float, window: int) -> None:
+        if self.lag:
+            self.sync(window)
         order = self.order
         if len(order) >= window:
             old = order.popleft()
@@ -821,6 +1135,10 @@ class _Series:
         self.sorted.clear()
         self.order.clear()
         self.pending.clear()
+        self.lag = 0
+        self.budget = 0
+        self.lo = _INF
+        self.hi = -_INF
         for value in values:
             self.add(value, window)
 
@@ -837,7 +1155,12 @@ class OutlierCheck(_Check):
     each other, the level shift is taken as real and the window restarts from them.
 
     The median is read from a sorted window (bisect insert/remove), and the MAD is computed only when the
-    deviation exceeds the relative floor, so the common case costs a few comparisons.
+    deviation exceeds the relative floor. Most values do not even need the median: once the window is
+    full, the check centres a band ``[lo, hi]`` on the median, narrower than ``min_rel_deviation * lo``.
+    A value inside the band that enters the window (as the oldest leaves) adds nothing below ``lo`` or
+    above ``hi``, so the median stays inside the band, and so within the relative floor of every value
+    inside it: such a value is accepted by appending it, and the sorted window is caught up at the next
+    value outside the band (or after ``_BAND_STEPS`` values), which takes the exact path described above.
 
     Options:
         window (int, default 200): values kept per stream.
@@ -849,6 +1172,8 @@ class OutlierCheck(_Check):
     """
 
     __slots__ = (
+        "_band_half",
+        "_band_steps",
         "_mids",
         "_min_samples",
         "_min_ticks",
@@ -878,6 +1203,10 @@ class OutlierCheck(_Check):
                 f"check 'outliers': option 'rebase_after' ({self._rebase_after}) must not exceed "
                 f"'window' ({self._window})"
             )
+        # hi - lo = rel * lo exactly for a half width of rel / (2 + rel); a hair less for rounding.
+        self._band_half = self._rel_floor / (2.0 + self._rel_floor) * (1.0 - 1e-9)
+        # At most a window's worth: :meth:`_Series.sync` takes the values pushed out from the sorted window.
+        self._band_steps = min(_BAND_STEPS, self._window)
         self._trades: dict[tuple[str, str], _Series] = {}
         self._mids: dict[tuple[str, str], _Series] = {}
         super().__init__("outliers", {Trade: self._trade, BookTicker: self._book_ticker})
@@ -886,6 +1215,16 @@ class OutlierCheck(_Check):
         price = event.price
         if not 0.0 < price < _INF:
             return None  # not a usable price: ``prices`` reports it, and it must not enter the window
+        series = self._trades.get((event.exchange, event.symbol))
+        if series is not None and series.lo <= price <= series.hi:
+            # Inside the band: accepted (see the class docstring); the sorted window catches up later.
+            series.order.append(price)
+            series.lag += 1
+            budget = series.budget - 1
+            series.budget = budget
+            if not budget:
+                series.hi = -_INF
+            return None
         return self._observe(self._trades, event, price, "trade price", context)
 
     def _book_ticker(self, event: BookTicker, context: ValidationContext) -> Verdict | None:
@@ -893,7 +1232,17 @@ class OutlierCheck(_Check):
         ask = event.ask
         if not (0.0 < bid < _INF and 0.0 < ask < _INF):
             return None
-        return self._observe(self._mids, event, bid * 0.5 + ask * 0.5, "book ticker mid", context)
+        mid = bid * 0.5 + ask * 0.5
+        series = self._mids.get((event.exchange, event.symbol))
+        if series is not None and series.lo <= mid <= series.hi:
+            series.order.append(mid)
+            series.lag += 1
+            budget = series.budget - 1
+            series.budget = budget
+            if not budget:
+                series.hi = -_INF
+            return None
+        return self._observe(self._mids, event, mid, "book ticker mid", context)
 
     def _observe(
         self,
@@ -903,10 +1252,14 @@ class OutlierCheck(_Check):
         label: str,
         context: ValidationContext,
     ) -> Verdict | None:
+        """The exact path: judge ``value`` against the median of the whole window."""
         key = (event.exchange, event.symbol)
         series = streams.get(key)
         if series is None:
             series = streams[key] = _Series(self._rebase_after)
+        window = self._window
+        if series.lag:
+            series.sync(window)
         values = series.sorted
         n = len(values)
         if n >= self._min_samples:
@@ -916,16 +1269,46 @@ class OutlierCheck(_Check):
             if deviation > self._rel_floor * median:  # cheap pre-bound; the MAD only when it is passed
                 verdict = self._judge(series, event, value, median, deviation, label, context)
                 if verdict is not None:
+                    # No band until the next accepted value has cleared ``pending`` on this path.
+                    series.hi = -_INF
+                    if series.budget > 0:
+                        series.budget = 0
                     return verdict
         if series.pending:
             series.pending.clear()
-        # series.add, inlined: this runs for every trade and book ticker.
         order = series.order
-        if len(order) >= self._window:
+        if len(order) >= window:
             del values[bisect_left(values, order.popleft())]
         order.append(value)
         insort(values, value)
+        budget = series.budget
+        if budget < 0:
+            series.budget = budget + 1
+        else:
+            self._arm(series, values)
         return None
+
+    def _arm(self, series: _Series, values: list[float]) -> None:
+        """Centre the fast path's band on the median of the (full, up to date) sorted window."""
+        n = len(values)
+        series.hi = -_INF
+        if n < self._window:
+            series.budget = 0
+            return
+        a = values[(n - 1) >> 1]
+        b = values[n >> 1]
+        center = a * 0.5 + b * 0.5
+        half_width = center * self._band_half
+        lo = center - half_width
+        hi = center + half_width
+        # The median's order statistics lie in the band, and the band is narrower than the relative
+        # floor at its low end (checked in the same float arithmetic the exact path uses).
+        if 0.0 < lo <= a and b <= hi and hi - lo <= self._rel_floor * lo:
+            series.lo = lo
+            series.hi = hi
+            series.budget = self._band_steps
+        else:
+            series.budget = -_BAND_STEPS  # the two middle values are too far apart: wait a while
 
     def _judge(
         self,

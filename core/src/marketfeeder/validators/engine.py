@@ -4,6 +4,8 @@ The runtime builds one :class:`ValidationEngine` from the configured validators 
 :meth:`ValidationEngine.check` per event. The dispatch table maps an event's exact class to the checks
 that declared it (built once; a class seen for the first time is resolved by ``isinstance`` and cached),
 so an event only meets its relevant checks and the all-pass case returns ``None`` without allocating.
+For the built-in checks the table holds the check's handler for that class itself (``handler_for``), so a
+check costs one Python call; :meth:`ValidationEngine.check_all` takes a whole frame's events at once.
 
 A check that raises is a bug in that check (built-in checks never raise on bad data). The engine counts
 it under ``validator_errors``, logs its first traceback, and treats the event as passing that check: a
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from marketfeeder.models import EVENT_TYPES, Event, Instrument
 
 from .base import ValidationContext, Validator, Verdict
+from .builtin import _Check
 
 __all__ = ["StaticContext", "ValidationEngine"]
 
@@ -106,13 +109,18 @@ class ValidationEngine:
         return self._context
 
     def _resolve(self, cls: type[Event]) -> tuple[_Entry, ...]:
-        entries = tuple(
-            (validator, validator.check)
-            for validator in self._validators
-            if any(issubclass(cls, t) for t in validator.event_types)
-        )
-        self._dispatch[cls] = entries
-        return entries
+        entries: list[_Entry] = []
+        for validator in self._validators:
+            if not any(issubclass(cls, t) for t in validator.event_types):
+                continue
+            if type(validator).check is _Check.check:
+                # A built-in check: call its handler for this class directly (one call, not two).
+                handler = validator.handler_for(cls)  # type: ignore[attr-defined]
+                entries.append((validator, validator.check if handler is None else handler))
+            else:
+                entries.append((validator, validator.check))
+        self._dispatch[cls] = result = tuple(entries)
+        return result
 
     def validators_for(self, cls: type[Event]) -> tuple[Validator, ...]:
         """The checks an event of class ``cls`` meets, in configured order."""
@@ -124,32 +132,73 @@ class ValidationEngine:
     def check(self, event: Event) -> list[Verdict] | None:
         """Run the relevant checks on ``event``: ``None`` when all pass, else their verdicts."""
         self._checked += 1
-        entries = self._dispatch.get(type(event))
+        entries = self._dispatch.get(event.__class__)
         if entries is None:
-            entries = self._resolve(type(event))
+            entries = self._resolve(event.__class__)
         context = self._context
         verdicts: list[Verdict] | None = None
         for validator, check in entries:
             try:
                 verdict = check(event, context)
-            except Exception as exc:  # a bug in the check, not in the data: count it and pass
-                self._validator_error(validator, event, exc)
-                continue
-            if verdict is None:
-                continue
-            if type(verdict) is not Verdict and not isinstance(verdict, Verdict):
-                self._validator_error(
-                    validator,
-                    event,
-                    TypeError(f"check returned {type(verdict).__name__}, not Verdict or None"),
-                )
-                continue
-            if verdicts is None:
-                verdicts = [verdict]
-            else:
-                verdicts.append(verdict)
+            except Exception as exc:
+                verdict = self._raised(validator, event, exc)
+            if verdict is not None:
+                verdicts = self._collect(validator, event, verdict, verdicts)
         if verdicts is not None:
             self._count(event, verdicts)
+        return verdicts
+
+    def check_all(self, events: Sequence[Event]) -> list[tuple[int, list[Verdict]]] | None:
+        """:meth:`check` each of ``events``: ``None`` when all pass, else ``(index, verdicts)`` pairs
+        for the events that did not, in order. The pipeline's per-frame entry point."""
+        self._checked += len(events)
+        dispatch = self._dispatch
+        context = self._context
+        failed: list[tuple[int, list[Verdict]]] | None = None
+        index = -1
+        for event in events:
+            index += 1
+            entries = dispatch.get(event.__class__)
+            if entries is None:
+                entries = self._resolve(event.__class__)
+            verdicts: list[Verdict] | None = None
+            for validator, check in entries:
+                try:
+                    verdict = check(event, context)
+                except Exception as exc:
+                    verdict = self._raised(validator, event, exc)
+                if verdict is not None:
+                    verdicts = self._collect(validator, event, verdict, verdicts)
+            if verdicts is not None:
+                self._count(event, verdicts)
+                if failed is None:
+                    failed = []
+                failed.append((index, verdicts))
+        return failed
+
+    def _raised(self, validator: Validator, event: Event, exc: Exception) -> Verdict | None:
+        if type(validator).check is _Check.check:
+            # A built-in handler called directly: answer what its check() answers on an exception.
+            try:
+                return validator.unforeseen(event, exc)  # type: ignore[attr-defined, no-any-return]
+            except Exception as error:  # what check() itself would have raised
+                exc = error
+        self._validator_error(validator, event, exc)  # a bug in the check, not in the data: count, pass
+        return None
+
+    def _collect(
+        self, validator: Validator, event: Event, verdict: object, verdicts: list[Verdict] | None
+    ) -> list[Verdict] | None:
+        if type(verdict) is not Verdict and not isinstance(verdict, Verdict):
+            self._validator_error(
+                validator,
+                event,
+                TypeError(f"check returned {type(verdict).__name__}, not Verdict or None"),
+            )
+            return verdicts
+        if verdicts is None:
+            return [verdict]
+        verdicts.append(verdict)
         return verdicts
 
     def _count(self, event: Event, verdicts: list[Verdict]) -> None:
