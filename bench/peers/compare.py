@@ -204,9 +204,11 @@ class PipelineImpl(Impl):
 
         c = self.ours.connector
         registry = collect(get_plugin_manager(load_entry_points=False), "marketfeeder_register_validators", "validator")
-        validators = [registry[name]({}) for name in registry.names()]
+        self._factories = [registry[name] for name in registry.names()]
         self.validators = list(registry.names())
         context = StaticContext({(c.name, i.symbol): i for i in c.instruments}, time.time_ns)
+        self._context = context
+        self._validation_engine = ValidationEngine
         self.dispatcher = Dispatcher(buffer_size=1000, subscriber_queue_size=10_000, slow_callback_ms=50)
         self.runner = SinkRunner("memory", MemorySink({"maxlen": 100_000}), queue_size=10_000, overflow="block",
                                  batch_size=1_000, flush_interval=0.05)
@@ -215,7 +217,6 @@ class PipelineImpl(Impl):
         for data_type in DataType:
             self.dispatcher.subscribe(None, None, data_type, _deliver)
         self.task = asyncio.get_running_loop().create_task(self.runner.run())
-        self.validation = ValidationEngine(validators, context)
         self._pipeline_class = ExchangePipeline
         self.source = BenchSource()
 
@@ -227,8 +228,10 @@ class PipelineImpl(Impl):
 
     async def prepare(self, kind: str, frames: list[str]) -> list[str]:
         items = [(f, self._receive_ts(f)) for f in frames]
-        # A fresh pipeline per pass: its de-duplication windows would drop frames seen in the last one.
-        self.pipeline = self._pipeline_class(self.ours.connector, self.dispatcher, validation=self.validation)
+        # A fresh pipeline and fresh checks per pass: the de-duplication windows would drop frames seen in
+        # the last pass, and the stateful checks (timestamps, outliers) would see time run backwards.
+        validation = self._validation_engine([factory({}) for factory in self._factories], self._context)
+        self.pipeline = self._pipeline_class(self.ours.connector, self.dispatcher, validation=validation)
         if kind == self.ours.vf.depth_kind:
             from marketfeeder.models import BookStatus
 
