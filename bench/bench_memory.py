@@ -1,0 +1,117 @@
+"""Memory held by 1,000,000 buffered events: Trade events built with ``Trade.fast`` (distinct prices,
+sizes, ids and times, as on a live feed) kept in the runtime's :class:`RingBuffer`.
+
+Each round runs in a fresh subprocess so the resident set starts clean: one child measures the RSS
+growth (``/proc/self/statm``), another the Python allocations (``tracemalloc``; it slows allocation
+down and adds its own bookkeeping to the RSS, so the two are never measured together). The events
+are spread over 10 symbols' ring buffers of 100,000 each, as the feeder keeps them. Target: < 250 MB.
+Tracing slows allocation about fivefold, so the tracemalloc child fills 2 of the 10 buffers (200,000
+events) and the figure is scaled to 1,000,000: every event allocates the same objects, so it is linear.
+
+Runs standalone: ``python bench/bench_memory.py``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+from typing import Any
+
+N_EVENTS = 1_000_000
+N_SYMBOLS = 10
+TRACED_SYMBOLS = 2
+MB = 1024 * 1024
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _fill(n_symbols: int) -> list[Any]:
+    from marketfeeder.models import Side, Trade
+    from marketfeeder.runtime.buffers import RingBuffer
+
+    buy, sell = Side.BUY, Side.SELL
+    fast = Trade.fast
+    per = N_EVENTS // N_SYMBOLS
+    buffers = []
+    t0 = 1_767_225_600_000_000_000
+    for s in range(n_symbols):
+        buffer = RingBuffer(per)
+        append = buffer.appender()
+        symbol = f"SYM{s}-USDT"
+        for i in range(per):
+            ts = t0 + i * 1_000_000
+            append(fast("binance", symbol, ts, ts + 500_000, 10_000_000 + i, 65_000.0 + i * 0.01,
+                        0.001 * (i % 997 + 1), sell if i & 1 else buy, ts))
+        buffers.append(buffer)
+    assert sum(len(b) for b in buffers) == per * n_symbols
+    return buffers
+
+
+def _child(mode: str) -> int:
+    """Bytes held by the events (RSS growth, or traced allocations)."""
+    import marketfeeder.models
+    import marketfeeder.runtime.buffers  # noqa: F401  (imports are not part of the figure)
+
+    gc.collect()
+    if mode == "trace":
+        import tracemalloc
+
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        buffers = _fill(TRACED_SYMBOLS)
+        gc.collect()
+        used = (tracemalloc.get_traced_memory()[0] - before) * N_SYMBOLS // TRACED_SYMBOLS
+        tracemalloc.stop()
+    else:
+        before = _rss()
+        buffers = _fill(N_SYMBOLS)
+        gc.collect()
+        used = _rss() - before
+    del buffers
+    return used
+
+
+def _measure(mode: str) -> int:
+    out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def run(rounds: int = 5) -> list[dict[str, Any]]:
+    rss: list[int] = []
+    traced: list[int] = []
+    for _ in range(rounds):  # interleaved: both measures see the same machine load
+        rss.append(_measure("rss"))
+        traced.append(_measure("trace"))
+    return [
+        {"name": "memory: 1M buffered trades, RSS growth (target < 250 MB)", "unit": "MB",
+         "values": [b / MB for b in rss], "higher_is_better": False},
+        {"name": "memory: 1M buffered trades, RSS per event", "unit": "bytes/event",
+         "values": [b / N_EVENTS for b in rss], "higher_is_better": False},
+        {"name": "memory: 1M buffered trades, tracemalloc (200k traced, scaled)", "unit": "MB",
+         "values": [b / MB for b in traced], "higher_is_better": False},
+        {"name": "memory: 1M buffered trades, tracemalloc per event (200k traced)", "unit": "bytes/event",
+         "values": [b / N_EVENTS for b in traced], "higher_is_better": False},
+    ]
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(_child(sys.argv[2]))
+        return
+    results = run()
+    width = max(len(r["name"]) for r in results)
+    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
+    for r in results:
+        values = sorted(r["values"])
+        median = values[len(values) // 2]
+        print(f"{r['name']:<{width}}  {median:>12,.1f}  {values[0]:>12,.1f}  {values[-1]:>12,.1f}  {r['unit']}")
+
+
+if __name__ == "__main__":
+    main()
