@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _table import print_table
 
 from marketfeeder.config import ExchangeConfig
 from marketfeeder.models import Instrument, InstrumentTable
@@ -117,12 +118,7 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     results = run(rounds)
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(f"{r['name']:<{width}}  {median:>12,.0f}  {values[0]:>12,.0f}  {r['unit']}")
+    print_table(results)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _table import print_table
 
 from marketfeeder.models import BookDelta, Instrument
 from marketfeeder.sim.engine import MarketEngine, default_instruments
@@ -176,12 +177,7 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
 
 def main() -> None:
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(f"{r['name']:<{width}}  {median:>12,.0f}  {values[0]:>12,.0f}  {values[-1]:>12,.0f}  {r['unit']}")
+    print_table(results)
 
 
 if __name__ == "__main__":

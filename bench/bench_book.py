@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 import time
 
+from _table import print_table
+
 from marketfeeder.book import BookSync, OrderBook, SnapshotOutcome
 from marketfeeder.models import BookDelta, BookSnapshot, BookStatus, Event, Level
 from marketfeeder.sequence import SequencePolicy
@@ -184,14 +186,7 @@ def run(rounds: int = 5) -> list[dict]:
 
 def main() -> None:
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(
-            f"{r['name']:<{width}}  {median:>12,.0f}  {values[0]:>12,.0f}  {values[-1]:>12,.0f}  {r['unit']}"
-        )
+    print_table(results)
 
 
 if __name__ == "__main__":

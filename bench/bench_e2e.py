@@ -32,6 +32,7 @@ from collections import Counter
 from typing import Any
 
 import anyio
+from _table import print_table
 
 from marketfeeder import DataType, Feeder
 from marketfeeder.models import Event
@@ -236,12 +237,7 @@ def main() -> None:
         anyio.run(_serve, float(sys.argv[2]), backend="asyncio", backend_options={"use_uvloop": True})
         return
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(f"{r['name']:<{width}}  {median:>12,.3f}  {values[0]:>12,.3f}  {values[-1]:>12,.3f}  {r['unit']}")
+    print_table(results)
 
 
 if __name__ == "__main__":

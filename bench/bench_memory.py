@@ -19,6 +19,8 @@ import subprocess
 import sys
 from typing import Any
 
+from _table import print_table
+
 N_EVENTS = 1_000_000
 N_SYMBOLS = 10
 TRACED_SYMBOLS = 2
@@ -105,12 +107,7 @@ def main() -> None:
         print(_child(sys.argv[2]))
         return
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(f"{r['name']:<{width}}  {median:>12,.1f}  {values[0]:>12,.1f}  {values[-1]:>12,.1f}  {r['unit']}")
+    print_table(results)
 
 
 if __name__ == "__main__":

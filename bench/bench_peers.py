@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from _table import print_table
+
 HERE = Path(__file__).resolve().parent
 COMPARE = HERE / "peers" / "compare.py"
 ENV = "MARKETFEEDER_PEER_PYTHON"
@@ -123,12 +125,7 @@ def main() -> None:
     results = run(rounds)
     if not results:
         return
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(f"{r['name']:<{width}}  {median:>12,.3f}  {values[0]:>12,.3f}  {values[-1]:>12,.3f}  {r['unit']}")
+    print_table(results)
 
 
 if __name__ == "__main__":

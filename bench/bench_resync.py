@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import anyio
+from _table import print_table
 
 from marketfeeder import Feeder
 from marketfeeder.plugins import get_plugin_manager
@@ -89,12 +90,7 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
 
 def main() -> None:
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(f"{r['name']:<{width}}  {median:>10,.1f}  {values[0]:>10,.1f}  {values[-1]:>10,.1f}  {r['unit']}")
+    print_table(results)
 
 
 if __name__ == "__main__":

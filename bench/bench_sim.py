@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import anyio
 import orjson
+from _table import print_table
 
 from marketfeeder.models import DataType
 from marketfeeder.sim.engine import MarketEngine, default_instruments
@@ -114,14 +115,7 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
 
 def main() -> None:
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(
-            f"{r['name']:<{width}}  {median:>12,.0f}  {values[0]:>12,.0f}  {values[-1]:>12,.0f}  {r['unit']}"
-        )
+    print_table(results)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _table import print_table
+
 from marketfeeder.models import BookTicker, Event, Instrument, Side, Trade
 from marketfeeder.validators.builtin import BUILTIN_VALIDATORS
 from marketfeeder.validators.engine import StaticContext, ValidationEngine
@@ -108,14 +110,7 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
 
 def main() -> None:
     results = run()
-    width = max(len(r["name"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'median':>12}  {'min':>12}  {'max':>12}  unit")
-    for r in results:
-        values = sorted(r["values"])
-        median = values[len(values) // 2]
-        print(
-            f"{r['name']:<{width}}  {median:>12,.0f}  {values[0]:>12,.0f}  {values[-1]:>12,.0f}  {r['unit']}"
-        )
+    print_table(results)
 
 
 if __name__ == "__main__":

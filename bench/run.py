@@ -17,10 +17,11 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import sys
 import traceback
 from pathlib import Path
+
+from _table import fmt, summarize
 
 HERE = Path(__file__).parent
 LIBRARIES = ("marketfeeder", "anyio", "websockets", "orjson", "attrs", "trio", "uvloop", "duckdb", "pyarrow", "httpx")
@@ -52,18 +53,6 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
-
-
-def summarize(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 1:
-        return f"{value:,.2f}"
-    return f"{value:.4g}"
 
 
 def main() -> int:
