@@ -31,6 +31,8 @@ def test_run_sim_streams_both_exchanges_and_exits_zero(tmp_path: Path) -> None:
         lines = [line for line in summary.splitlines() if line.strip().startswith(f"{exchange}:")]
         assert lines, f"no {exchange} streams in summary:\n{summary}"
         assert all("book live" in line for line in lines), summary
+        # every data type of the default config streamed on every symbol
+        assert all("[ticker bbo book trades klines]" in line for line in lines), summary
     assert (tmp_path / "trades.jsonl").stat().st_size > 0
     assert "sink jsonl" in summary
 

@@ -224,6 +224,23 @@ def stream_rows(stats: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]
     return sorted((key, value) for key, value in stats.items() if ":" in key and isinstance(value, Mapping))
 
 
+#: Short labels of the market event classes, in display order.
+_TYPE_LABELS = (
+    ("Ticker", "ticker"),
+    ("BookTicker", "bbo"),
+    ("BookDelta", "book"),
+    ("Trade", "trades"),
+    ("Kline", "klines"),
+    ("MarkPrice", "mark"),
+)
+
+
+def _types(row: Mapping[str, Any]) -> str:
+    """Which data types this stream has delivered, e.g. "ticker bbo book trades klines"."""
+    seen = row.get("by_type") or {}
+    return " ".join(label for name, label in _TYPE_LABELS if seen.get(name))
+
+
 def _latency(row: Mapping[str, Any]) -> Mapping[str, Any]:
     latency = row.get("latency_ms") or {}
     result: Mapping[str, Any] = latency.get("exchange_to_receive") or {}
@@ -234,12 +251,13 @@ def render_table(stats: Mapping[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title="marketfeeder", expand=False)
-    for column in ("stream", "msgs", "msgs/s", "lat p50 ms", "lat p99 ms", "book", "gaps", "resyncs", "errors", "invalid"):
-        table.add_column(column, justify="right" if column not in ("stream", "book") else "left")
+    for column in ("stream", "data", "msgs", "msgs/s", "lat p50 ms", "lat p99 ms", "book", "gaps", "resyncs", "errors", "invalid"):
+        table.add_column(column, justify="right" if column not in ("stream", "data", "book") else "left")
     for key, row in stream_rows(stats):
         latency = _latency(row)
         table.add_row(
             key,
+            _types(row),
             _fmt(row.get("message_count")),
             _fmt(row.get("msgs_per_s")),
             _fmt(latency.get("p50"), 2),
@@ -254,7 +272,7 @@ def render_table(stats: Mapping[str, Any]) -> Any:
         if isinstance(row, Mapping):
             dropped = (row.get("queue") or {}).get("dropped_by_backpressure")
             state = "failed" if row.get("failed") else f"lag {_fmt(row.get('lag'))}"
-            table.add_row(f"sink {name}", _fmt(row.get("written")), "", "", "", state, "", "", _fmt(1 if row.get("error") else 0), _fmt(dropped))
+            table.add_row(f"sink {name}", "", _fmt(row.get("written")), "", "", "", state, "", "", _fmt(1 if row.get("error") else 0), _fmt(dropped))
     return table
 
 
@@ -268,7 +286,7 @@ def _print_summary(stats: Mapping[str, Any], elapsed: float) -> None:
         latency = _latency(row)
         print(
             f"  {key:<28} {int(row.get('message_count') or 0):>9,} msgs  p50 {_fmt(latency.get('p50'), 2)} ms"
-            f"  p99 {_fmt(latency.get('p99'), 2)} ms  book {row.get('book_state') or '-'}"
+            f"  p99 {_fmt(latency.get('p99'), 2)} ms  book {row.get('book_state') or '-'}  [{_types(row)}]"
         )
     for name, row in (stats.get("sinks") or {}).items():
         if isinstance(row, Mapping):
