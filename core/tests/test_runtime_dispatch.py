@@ -156,3 +156,20 @@ async def test_async_callback_runs_in_its_own_task() -> None:
                 await anyio.sleep(0.01)
             d.close()
     assert got == [0, 1, 2, 3, 4] and sub.is_async and sub.calls == 5
+
+
+def test_inlined_latency_recording_matches_the_histogram() -> None:
+    """deliver() inlines LatencyHistogram.record for speed: both must put a latency in the same bucket."""
+    from marketfeeder.runtime.stats import LatencyHistogram
+
+    latencies = [0, 1, 15, 16, 17, 999, 1_000_000, 2_345_678, 10**9, 3 * 10**12, 10**18]
+    d = dispatcher()
+    base = 2 * 10**18
+    d.deliver([Trade.fast("x", "BTC-USDT", base - ns, base, i, 1.0, 1.0, Side.BUY, None)
+               for i, ns in enumerate(latencies)])
+    got = d.stats_for("x", "BTC-USDT").exchange_latency
+    reference = LatencyHistogram()
+    for ns in latencies:
+        reference.record(ns)
+    assert got._buckets == reference._buckets
+    assert (got.total_ns, got.max_ns) == (reference.total_ns, reference.max_ns)
