@@ -8,9 +8,16 @@ books it rebuilt from the wire, with exchange times corrected by its clock-offse
 
 Intervals (open .. close, per direction) are matched by overlap, with ``sync_tolerance_ms`` of slack
 for the clock estimates. Detections are placed at market time (the corrected exchange time of the
-newest quote they used), so the feeder's delivery delay, reported separately, does not shift them. Recall counts the true intervals that last longer than
-twice the sync tolerance and overlap a detected one; precision counts the detected intervals that
-overlap a true one. Both must be at least 0.99.
+newest quote they used), so the feeder's delivery delay, reported separately, does not shift them.
+
+The feeder pairs quotes up to ``max_skew_ms`` apart that arrived over two connections, so near the
+open threshold it can see an edge a little above or below the one the engine had at any single
+instant (and hysteresis then holds a near-threshold open for a while). The threshold is therefore
+judged with a band of ``THRESHOLD_BAND_BPS``: recall counts the intervals a stricter truth
+(``open_bps`` + band) finds, lasting longer than twice the sync tolerance, that overlap a detected
+one; precision counts the detected intervals that overlap one a more lenient truth (``open_bps`` -
+band) finds. Both must be at least 0.99; the same figures against the exact threshold are reported,
+and the time-weighted agreement with the exact truth must be at least 0.95.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ STRATEGY_OPTIONS: dict[str, Any] = {
 }
 ENGINE_OPTIONS: dict[str, Any] = {"arb_rate": 4.0, "arb_size": 0.0015, "arb_decay_s": 0.3}
 CLOCK_OFFSET_MS = {"binance": 250.0, "backpack": -120.0}
+THRESHOLD_BAND_BPS = 1.0
 
 Interval = list[int]  # [start_ns, end_ns]; end -1 while open
 Intervals = dict[tuple[str, str], list[Interval]]
@@ -54,13 +62,21 @@ Intervals = dict[tuple[str, str], list[Interval]]
 class GroundTruth:
     """The strategy's detector on the engine's exact books, evaluated after every book change."""
 
-    def __init__(self, engine: MarketEngine, strategy: ArbitrageStrategy, tolerance_ms: float) -> None:
+    def __init__(
+        self, engine: MarketEngine, options: Mapping[str, Any], tolerance_ms: float, band_bps: float
+    ) -> None:
         self.engine = engine
-        self.depth = strategy.depth
-        self.detector = strategy.make_detector("BTC-USDT", tolerance_ms)
+        self.depth = ArbitrageStrategy(options).depth
+        thresholds = {"exact": 0.0, "strict": band_bps, "lenient": -band_bps}
+        self.detectors = {
+            name: ArbitrageStrategy({**options, "open_bps": options["open_bps"] + shift}).make_detector(
+                "BTC-USDT", tolerance_ms
+            )
+            for name, shift in thresholds.items()
+        }
         self.markets = {(venue, symbol) for venue, symbol in LEGS.items()}
         self.changed: dict[str, int] = {}  # venue -> engine time of its book's last change
-        self.intervals: Intervals = {}
+        self.intervals: dict[str, Intervals] = {name: {} for name in thresholds}
         self.evaluations = 0
 
     def __call__(self, engine_ns: int, records: list[tuple[str, SimEvent]]) -> None:
@@ -75,9 +91,12 @@ class GroundTruth:
         for venue, symbol in LEGS.items():
             bids, asks = self.engine.top_levels(venue, symbol, self.depth)
             quote = symbol.split("-")[1]
-            legs.append(LegBook(venue, symbol, quote, BookStatus.LIVE, bids, asks, self.changed[venue], engine_ns))
+            legs.append(
+                LegBook(venue, symbol, quote, BookStatus.LIVE, bids, asks, self.changed[venue], engine_ns)
+            )
         self.evaluations += 1
-        record_events(self.intervals, self.detector.evaluate(legs, engine_ns), engine_ns)
+        for name, detector in self.detectors.items():
+            record_events(self.intervals[name], detector.evaluate(legs, engine_ns), engine_ns)
 
 
 def record_events(intervals: Intervals, events: list[ArbitrageOpportunity], at_ns: int) -> None:
@@ -112,23 +131,41 @@ def covered_ns(run: Interval, others: list[Interval], slack_ns: int) -> int:
     return total
 
 
-def score(truth: Intervals, detected: Intervals, *, start_ns: int, min_ns: int, slack_ns: int) -> dict[str, Any]:
-    """Recall over true intervals longer than ``min_ns``; precision over detected intervals that end
-    after ``start_ns`` (the truth's first evaluation: earlier ones have nothing to be compared with)."""
-    keys = set(truth) | set(detected)
-    long_true = [(k, r) for k in keys for r in truth.get(k, []) if r[1] - r[0] > min_ns]
+def score(
+    truth: Intervals,
+    detected: Intervals,
+    *,
+    start_ns: int,
+    min_ns: int,
+    slack_ns: int,
+    strict: Intervals | None = None,
+    lenient: Intervals | None = None,
+) -> dict[str, Any]:
+    """Recall over the ``strict`` truth's intervals longer than ``min_ns``; precision over detected
+    intervals that end after ``start_ns`` (the truth's first evaluation: earlier ones have nothing to
+    be compared with), against the ``lenient`` truth. Both default to ``truth``, which the
+    time-weighted figures and the ``*_exact`` ones always use."""
+    strict = truth if strict is None else strict
+    lenient = truth if lenient is None else lenient
+    keys = set(truth) | set(detected) | set(strict) | set(lenient)
+    long_true = [(k, r) for k in keys for r in strict.get(k, []) if r[1] - r[0] > min_ns]
     found = [(k, r) for k, r in long_true if overlaps(r, detected.get(k, []), slack_ns)]
     judged = [(k, r) for k in keys for r in detected.get(k, []) if r[1] >= start_ns]
-    correct = [(k, r) for k, r in judged if overlaps(r, truth.get(k, []), slack_ns)]
+    correct = [(k, r) for k, r in judged if overlaps(r, lenient.get(k, []), slack_ns)]
+    long_exact = [(k, r) for k in keys for r in truth.get(k, []) if r[1] - r[0] > min_ns]
+    found_exact = sum(overlaps(r, detected.get(k, []), slack_ns) for k, r in long_exact)
+    correct_exact = sum(overlaps(r, truth.get(k, []), slack_ns) for k, r in judged)
     # Time-weighted: the share of detected open time that is truly open, and of long true
     # intervals' time that was detected (boundaries within the slack).
     judged_ns = sum(r[1] - r[0] for _, r in judged)
-    long_ns = sum(r[1] - r[0] for _, r in long_true)
+    long_ns = sum(r[1] - r[0] for _, r in long_exact)
     return {
         "time_precision": sum(covered_ns(r, truth.get(k, []), slack_ns) for k, r in judged) / judged_ns
-        if judged_ns else 1.0,
-        "time_recall": sum(covered_ns(r, detected.get(k, []), slack_ns) for k, r in long_true) / long_ns
-        if long_ns else 1.0,
+        if judged_ns
+        else 1.0,
+        "time_recall": sum(covered_ns(r, detected.get(k, []), slack_ns) for k, r in long_exact) / long_ns
+        if long_ns
+        else 1.0,
         "true_intervals": sum(len(r) for r in truth.values()),
         # For the record only: short true intervals (flickers around the threshold) included.
         "recall_all": sum(overlaps(r, detected.get(k, []), slack_ns) for k in truth for r in truth[k])
@@ -139,6 +176,8 @@ def score(truth: Intervals, detected: Intervals, *, start_ns: int, min_ns: int, 
         "correct": len(correct),
         "recall": len(found) / len(long_true) if long_true else 1.0,
         "precision": len(correct) / len(judged) if judged else 1.0,
+        "recall_exact": found_exact / len(long_exact) if long_exact else 1.0,
+        "precision_exact": correct_exact / len(judged) if judged else 1.0,
         "missed": [(k, (r[1] - r[0]) / MS) for k, r in long_true if (k, r) not in found],
         "false": [(k, (r[1] - r[0]) / MS) for k, r in judged if (k, r) not in correct],
     }
@@ -148,13 +187,18 @@ async def run_against_truth(seconds: float, *, seed: int, rate: int = 2_500) -> 
     pm = get_plugin_manager()
     venue_options = {name: {"clock_offset_ms": ms} for name, ms in CLOCK_OFFSET_MS.items()}
     async with SimServer(
-        venues_from_plugins(pm, list(LEGS)), seed=seed, rate=rate, symbols=list(LEGS.values()),
-        venue_options=venue_options, engine_options=ENGINE_OPTIONS,
+        venues_from_plugins(pm, list(LEGS)),
+        seed=seed,
+        rate=rate,
+        symbols=list(LEGS.values()),
+        venue_options=venue_options,
+        engine_options=ENGINE_OPTIONS,
     ) as sim:
         urls = sim_config_for(sim)["exchanges"]
         config = {
             "exchanges": {
-                name: {**urls[name], "symbols": [symbol], "data_types": ["orderbook"]} for name, symbol in LEGS.items()
+                name: {**urls[name], "symbols": [symbol], "data_types": ["orderbook"]}
+                for name, symbol in LEGS.items()
             },
             "sync_tolerance_ms": SYNC_TOLERANCE_MS,
             "strategies": [{"type": "arbitrage", "options": STRATEGY_OPTIONS}],
@@ -175,7 +219,7 @@ async def run_against_truth(seconds: float, *, seed: int, rate: int = 2_500) -> 
                 await anyio.sleep(0.05)
             else:
                 pytest.fail(f"feeder not ready: {feeder.statistics()['clocks']}")
-            truth = GroundTruth(sim.engine, ArbitrageStrategy(STRATEGY_OPTIONS), SYNC_TOLERANCE_MS)
+            truth = GroundTruth(sim.engine, STRATEGY_OPTIONS, SYNC_TOLERANCE_MS, THRESHOLD_BAND_BPS)
             start_ns = sim.engine.now_ns()
             stop_observing = sim.engine.observe(truth)
             await anyio.sleep(seconds)
@@ -185,17 +229,28 @@ async def run_against_truth(seconds: float, *, seed: int, rate: int = 2_500) -> 
             await anyio.sleep(0.3)  # let the frames already sent arrive
             stats = feeder.statistics()
             books = {name: feeder.book(name, symbol).state for name, symbol in LEGS.items()}
-    close_all(truth.intervals, end_ns)
-    close_all(detected, end_ns)
+    for intervals in (*truth.intervals.values(), detected):
+        close_all(intervals, end_ns)
     figures = score(
-        truth.intervals, detected, start_ns=start_ns, min_ns=int(2 * SYNC_TOLERANCE_MS * MS),
+        truth.intervals["exact"],
+        detected,
+        start_ns=start_ns,
+        min_ns=int(2 * SYNC_TOLERANCE_MS * MS),
         slack_ns=int(SYNC_TOLERANCE_MS * MS),
+        strict=truth.intervals["strict"],
+        lenient=truth.intervals["lenient"],
     )
     delays = sorted((e.receive_ts - market_time(e)) / MS for e in signals if e.status == "open")
     if delays:
         figures.update(delay_ms_median=delays[len(delays) // 2], delay_ms_max=delays[-1])
-    figures.update(evaluations=truth.evaluations, signals=len(signals), books=books, clocks=stats["clocks"],
-                   strategy_errors=stats["strategy_errors"], dislocations=sim.engine.statistics()["dislocations"])
+    figures.update(
+        evaluations=truth.evaluations,
+        signals=len(signals),
+        books=books,
+        clocks=stats["clocks"],
+        strategy_errors=stats["strategy_errors"],
+        dislocations=sim.engine.statistics()["dislocations"],
+    )
     return figures
 
 
@@ -240,9 +295,34 @@ async def test_detected_opportunities_match_ground_truth_short() -> None:
 
 
 def test_scoring_counts_overlaps_per_direction() -> None:
-    truth: Intervals = {("a", "b"): [[0, 500 * MS], [600 * MS, 620 * MS]], ("b", "a"): [[1_000 * MS, 1_400 * MS]]}
+    truth: Intervals = {
+        ("a", "b"): [[0, 500 * MS], [600 * MS, 620 * MS]],
+        ("b", "a"): [[1_000 * MS, 1_400 * MS]],
+    }
     detected: Intervals = {("a", "b"): [[5 * MS, 480 * MS], [2_000 * MS, 2_100 * MS]], ("b", "a"): []}
     figures = score(truth, detected, start_ns=0, min_ns=100 * MS, slack_ns=10 * MS)
     assert (figures["true_long"], figures["recalled"]) == (2, 1)  # the 20 ms one is not judged
     assert (figures["detected"], figures["correct"]) == (2, 1)
-    assert list(itertools.chain(figures["missed"], figures["false"])) == [(("b", "a"), 400.0), (("a", "b"), 100.0)]
+    assert list(itertools.chain(figures["missed"], figures["false"])) == [
+        (("b", "a"), 400.0),
+        (("a", "b"), 100.0),
+    ]
+
+
+def test_scoring_judges_the_threshold_with_a_band() -> None:
+    exact: Intervals = {("a", "b"): [[0, 300 * MS]]}
+    strict: Intervals = {("a", "b"): [[50 * MS, 250 * MS]]}
+    lenient: Intervals = {("a", "b"): [[0, 300 * MS], [1_000 * MS, 1_200 * MS]]}
+    # The second detection rests on an edge only the lenient truth saw; the third on none at all.
+    detected: Intervals = {
+        ("a", "b"): [[10 * MS, 290 * MS], [1_050 * MS, 1_100 * MS], [5_000 * MS, 5_001 * MS]]
+    }
+    figures = score(
+        exact, detected, start_ns=0, min_ns=100 * MS, slack_ns=10 * MS, strict=strict, lenient=lenient
+    )
+    assert (figures["detected"], figures["correct"]) == (3, 2)
+    assert figures["precision_exact"] == pytest.approx(1 / 3)
+    assert figures["false"] == [(("a", "b"), 1.0)]
+    assert (figures["true_long"], figures["recall"], figures["recall_exact"]) == (1, 1.0, 1.0)
+    missed = score(exact, {}, start_ns=0, min_ns=100 * MS, slack_ns=10 * MS, strict=strict, lenient=lenient)
+    assert (missed["recall"], missed["missed"]) == (0.0, [(("a", "b"), 200.0)])
