@@ -37,6 +37,7 @@ CONFIG_CLASSES = [
     config_module.Config,
     config_module.ExchangeConfig,
     config_module.SinkConfig,
+    config_module.SourceConfig,
     config_module.StrategyConfig,
     config_module.ValidationConfig,
     config_module.RuntimeConfig,

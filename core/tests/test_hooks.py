@@ -15,6 +15,7 @@ from marketfeeder import hookimpl
 from marketfeeder.connector import Connector
 from marketfeeder.plugins import call_lifecycle, collect, get_plugin_manager
 from marketfeeder.sim.venue import Venue
+from marketfeeder.source import Source
 
 
 def fresh_pm(plugin: object, name: str = "throwaway") -> Any:
@@ -96,6 +97,28 @@ def test_hook_marketfeeder_register_strategies() -> None:
 
     registry = collect(fresh_pm(Plugin), "marketfeeder_register_strategies", "strategy")
     assert isinstance(registry["noop"]({}), Noop)
+
+
+def test_hook_marketfeeder_register_sources() -> None:
+    class Quiet:
+        def __init__(self, options: Any) -> None:
+            self.options = options
+
+        async def run(self, ingest: Any) -> None:
+            return None
+
+        def statistics(self) -> dict[str, Any]:
+            return {}
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def marketfeeder_register_sources(register: Callable[[str, Any], None]) -> None:
+            register("quiet", Quiet)
+
+    registry = collect(fresh_pm(Plugin), "marketfeeder_register_sources", "source")
+    source = registry["quiet"]({"url": "quiet://h:1"})
+    assert isinstance(source, Source) and source.options == {"url": "quiet://h:1"}
 
 
 def test_hook_marketfeeder_register_venues() -> None:

@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, type[Any]]] = [
     ("[exchanges.NAME]", config_module.ExchangeConfig),
     ("[[sinks]]", config_module.SinkConfig),
     ("[[strategies]]", config_module.StrategyConfig),
+    ("[[sources]]", config_module.SourceConfig),
     ("[validation]", config_module.ValidationConfig),
     ("[runtime]", config_module.RuntimeConfig),
     ("[metrics]", config_module.MetricsConfig),

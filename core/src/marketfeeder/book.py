@@ -536,6 +536,42 @@ class BookSync:
         self._go_live(now, "snapshot applied", out)
         return _APPLIED
 
+    def on_stream_snapshot(self, snapshot: BookSnapshot, out: list[Event]) -> SnapshotOutcome:
+        """Offer a snapshot that arrived in the stream itself, in order with the diffs (a book
+        replicated over a message bus, where a publisher sends its book image now and then).
+
+        Not LIVE: the snapshot is where the book starts (with or without buffered diffs before it).
+        LIVE: it must match the book exactly at the same update id; a mismatch means the replica
+        went out of step (a Gap, then the snapshot is loaded and the book stays LIVE from there).
+        A snapshot older than the book is IGNORED.
+        """
+        last_id = snapshot.seq
+        if last_id is None:
+            raise ValueError(f"{self.exchange} {self.symbol}: snapshot without a last update id cannot sync a book")
+        book = self._book
+        if self._state is _LIVE:
+            uid = book.update_id
+            if uid is not None and last_id < uid:
+                return _IGNORED
+            n = max(len(snapshot.bids), len(snapshot.asks))
+            same = uid == last_id and book.top(n) == (list(snapshot.bids), list(snapshot.asks))
+            if same:
+                return _IGNORED
+            now = snapshot.receive_ts
+            self._emit_gap(now, last_id, (uid or 0) + 1, last_id, "book image differs from the replica", out)
+            self._resyncs += 1
+        elif self._buffer:
+            return self.on_snapshot(snapshot, out)
+        self._pending = False
+        self._primed = False
+        book.load_snapshot(snapshot.bids, snapshot.asks, last_id)
+        self._snapshots_applied += 1
+        self._attempts = 0
+        out.append(snapshot)
+        if self._state is not _LIVE:
+            self._go_live(snapshot.receive_ts, "book image in the stream", out)
+        return _APPLIED
+
     # --- diffs -----------------------------------------------------------------------------------
 
     def on_delta(self, delta: BookDelta, out: list[Event]) -> None:

@@ -97,6 +97,12 @@ def _check_against_plugins(config: Config, pm: PluginManager) -> list[str]:
     sinks = collect(pm, "marketfeeder_register_sinks", "sink")
     strategies = collect(pm, "marketfeeder_register_strategies", "strategy")
     validators = collect(pm, "marketfeeder_register_validators", "validator")
+    sources = collect(pm, "marketfeeder_register_sources", "source")
+    for i, source in enumerate(config.sources):
+        if source.type not in sources:
+            problems.append(f"sources[{i}].type: no source named {source.type!r} is installed (installed: {_names(sources)})")
+    if not config.enabled_exchanges() and not config.sources:
+        problems.append("nothing to run: no exchange is enabled and no source is configured")
     for name in config.enabled_exchanges():
         if name not in connectors:
             problems.append(f"exchanges.{name}: no connector named {name!r} is installed (installed: {_names(connectors)})")
@@ -128,6 +134,12 @@ def _names(registry: Any) -> str:
 @click.option("--symbol", "symbols", multiple=True, help="Normalized symbol, e.g. BTC-USDT (repeatable).")
 @click.option("--data", "data_types", multiple=True, help="Data type: ticker, book_ticker, orderbook, trades, klines.")
 @click.option("--sink", "sinks", multiple=True, help="Sink as NAME[:TARGET], e.g. jsonl:./out or duckdb:market.duckdb.")
+@click.option("--source", "sources", multiple=True,
+              help="Consume events other feeders publish, as a URL whose scheme names the source, e.g. "
+                   "nats://HOST:4222 (repeatable). With no --exchange, no exchange is connected.")
+@click.option("--publish", "publish", multiple=True,
+              help="Publish every event to a bus, as a URL whose scheme names the sink, e.g. nats://HOST:4222.")
+@click.option("--group", default=None, help="Publish as a member of this group: shards are divided by leases.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--sim", is_flag=True, help="Run against the built-in loopback simulator (no network).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed (with --sim).")
@@ -145,6 +157,9 @@ def run_command(
     symbols: Sequence[str],
     data_types: Sequence[str],
     sinks: Sequence[str],
+    sources: Sequence[str],
+    publish: Sequence[str],
+    group: str | None,
     duration: float | None,
     sim: bool,
     seed: int,
@@ -156,7 +171,7 @@ def run_command(
     log_format: str,
 ) -> None:
     """Run the feeder with a live status table; Ctrl-C or SIGTERM stops it cleanly."""
-    from .cli_run import RunOptions, build_run_config, run_feeder
+    from .cli_run import RunOptions, build_run_config, bus_sink, bus_source, run_feeder
 
     if duration is not None and duration <= 0:
         _fail(f"--duration must be positive, got {duration}")
@@ -164,6 +179,9 @@ def run_command(
     try:
         parsed_types = [DataType.parse(value) for value in data_types]
         sink_configs = [parse_sink_spec(spec) for spec in sinks]
+        sink_configs += [bus_sink(url, group) for url in publish]
+        if group is not None and not publish:
+            raise ConfigError("--group: only publishers form groups; add --publish URL")
         config = build_run_config(
             pm,
             config_path=config_path,
@@ -172,6 +190,7 @@ def run_command(
             data_types=parsed_types,
             sinks=sink_configs,
             sim=sim,
+            sources=[bus_source(url) for url in sources],
         )
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))

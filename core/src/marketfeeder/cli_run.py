@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import attrs
 
-from .config import Config, ConfigError, SinkConfig, load_config, unstructure_config
+from .config import Config, ConfigError, SinkConfig, SourceConfig, load_config, unstructure_config
 from .logs import configure_logging
 from .models import DataType
 from .plugins import PluginManager, collect
@@ -51,6 +51,26 @@ def _split_symbols(symbols: Sequence[str], exchanges: Sequence[str]) -> dict[str
     return result
 
 
+def _scheme(url: str, flag: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme or not rest:
+        raise ConfigError(f"{flag} {url!r}: expected a URL such as nats://127.0.0.1:4222")
+    return scheme.lower()
+
+
+def bus_source(url: str) -> SourceConfig:
+    """``--source nats://HOST:PORT``: the source registered under the URL's scheme."""
+    return SourceConfig(type=_scheme(url, "--source"), options={"url": url})
+
+
+def bus_sink(url: str, group: str | None) -> SinkConfig:
+    """``--publish nats://HOST:PORT [--group NAME]``: the sink registered under the URL's scheme."""
+    options: dict[str, Any] = {"url": url}
+    if group is not None:
+        options["group"] = group
+    return SinkConfig(type=_scheme(url, "--publish"), options=options)
+
+
 def build_run_config(
     pm: PluginManager,
     *,
@@ -60,10 +80,21 @@ def build_run_config(
     data_types: list[DataType],
     sinks: list[SinkConfig],
     sim: bool,
+    sources: Sequence[SourceConfig] = (),
 ) -> Config:
     """The run's Config: the file (if any) with command-line flags laid over it."""
     base: dict[str, Any] = unstructure_config(load_config(config_path)) if config_path else {}
     base.setdefault("exchanges", {})
+    if sources:
+        base["sources"] = [*base.get("sources", []), *(attrs.asdict(s) for s in sources)]
+    if sinks:
+        base["sinks"] = [*base.get("sinks", []), *(attrs.asdict(s) for s in sinks)]
+    if base.get("sources") and not exchanges and not sim:
+        # A consumer of the bus: the exchanges are other feeders' business.
+        base["exchanges"] = {name: {**cfg, "enabled": False} for name, cfg in base["exchanges"].items()}
+        for name in symbols:
+            raise ConfigError(f"--symbol {name!r}: with --source and no --exchange there is no exchange to stream")
+        return load_config(base)
     connectors = collect(pm, "marketfeeder_register_connectors", "connector")
     if exchanges:
         chosen = exchanges
@@ -95,8 +126,6 @@ def build_run_config(
     for name in list(base["exchanges"]):
         if name not in chosen:
             base["exchanges"][name] = {**base["exchanges"][name], "enabled": False}
-    if sinks:
-        base["sinks"] = [*base.get("sinks", []), *(attrs.asdict(s) for s in sinks)]
     return load_config(base)
 
 

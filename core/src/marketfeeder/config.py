@@ -27,6 +27,7 @@ __all__ = [
     "MetricsConfig",
     "RuntimeConfig",
     "SinkConfig",
+    "SourceConfig",
     "StrategyConfig",
     "ValidationConfig",
     "load_config",
@@ -113,6 +114,16 @@ class StrategyConfig:
 
 
 @attrs.frozen
+class SourceConfig:
+    """``[[sources]]``: a registered source of already-normalized events (a message bus) and its options."""
+
+    #: Registered source name, which is also the URL scheme it serves (``nats``).
+    type: str
+    #: The source's own options (``url``, filters, consumer name: see the plugin's docs).
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class ValidationConfig:
     """``[validation]``: which checks run and what happens to an event that fails one."""
 
@@ -183,6 +194,8 @@ class Config:
     sinks: list[SinkConfig] = attrs.field(factory=list)
     #: Strategies to run (``[[strategies]]`` entries).
     strategies: list[StrategyConfig] = attrs.field(factory=list)
+    #: Sources of events another feeder produced (``[[sources]]`` entries), e.g. a NATS JetStream bus.
+    sources: list[SourceConfig] = attrs.field(factory=list)
     #: Data-quality checks and the policy for failures (``[validation]``).
     validation: ValidationConfig = attrs.field(factory=ValidationConfig)
     #: Timeouts, queues and reconnection (``[runtime]``).

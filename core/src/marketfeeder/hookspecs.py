@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .runtime.feeder import Feeder
     from .sim.venue import Venue
     from .sinks.base import SinkFactory
+    from .source import SourceFactory
     from .strategy import StrategyFactory
     from .validators.base import ValidatorFactory
 
@@ -81,6 +82,18 @@ def marketfeeder_register_strategies(register: Callable[[str, StrategyFactory], 
 
     The factory is called with the strategy's options and returns a
     :class:`~marketfeeder.strategy.Strategy`, whose ``run(feeder)`` the feeder starts in its task group.
+    """
+
+
+@hookspec
+def marketfeeder_register_sources(register: Callable[[str, SourceFactory], None]) -> None:
+    """Register sources of already-normalized events (a message bus) by name, which is also the URL
+    scheme they serve.
+
+    ``register("nats", NatsSource)``: the factory is called with the source's options (a dict from
+    ``[[sources]]``; ``--source nats://HOST:PORT`` passes ``{"url": "nats://HOST:PORT"}``) and returns a
+    :class:`~marketfeeder.source.Source`, whose ``run(ingest)`` the feeder starts in its task group.
+    Its events reach books, validators, callbacks, strategies and sinks as a connector's do.
     """
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "BookState",
     "BookStatus",
     "BookTicker",
+    "BusCheckpoint",
     "Connection",
     "ConnectionStatus",
     "DataType",
@@ -391,9 +392,31 @@ class Connection(_ConnectionFields):
     data_type: ClassVar[DataType] = DataType.STATUS
 
 
+@attrs.define(slots=True, weakref_slot=False)
+class _BusCheckpointFields(Event):
+    exchange: str  # the source that delivered the events (``nats``)
+    symbol: str  # the bus stream they came from (``MD_TRADES``)
+    exchange_ts: int | None
+    receive_ts: int
+    seq: int  # the stream sequence delivered up to, inclusive
+    consumer: str  # the consumer (durable) name: positions are per consumer
+    count: int  # events this checkpoint closes (the ones delivered right before it)
+
+
+@_event(_BusCheckpointFields)
+class BusCheckpoint(_BusCheckpointFields):
+    """A source's position on a message bus: every event it delivered before this one, from stream
+    ``symbol`` up to sequence ``seq``, precedes it. A sink that stores the position in the same
+    transaction as those events can resume without loss or duplicates (see ``docs/howto/source.md``)."""
+
+    data_type: ClassVar[DataType] = DataType.STATUS
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
-    for cls in (Ticker, BookTicker, Trade, Kline, BookSnapshot, BookDelta, MarkPrice, BookState, Gap, Connection)
+    for cls in (
+        Ticker, BookTicker, Trade, Kline, BookSnapshot, BookDelta, MarkPrice, BookState, Gap, Connection, BusCheckpoint
+    )
 }
 
 

@@ -26,12 +26,14 @@ from marketfeeder.connector import Connector
 from marketfeeder.models import BookStatus, DataType, Event, Instrument, Level
 from marketfeeder.plugins import call_lifecycle, collect, get_plugin_manager
 from marketfeeder.sinks.base import Sink
+from marketfeeder.source import Source
 from marketfeeder.timesync import ClockSync
 from marketfeeder.transport.http import HttpClient
 
 from .buffers import Overflow
 from .connections import ExchangeManager, FeederError
 from .dispatch import Callback, Dispatcher, EventStream, SinkRunner, Subscription, TypeSelector
+from .ingest import SourceIngest
 from .pipeline import ExchangePipeline
 
 __all__ = ["BookView", "Feeder", "FeederError"]
@@ -126,6 +128,9 @@ class Feeder:
         self.pipelines: dict[str, ExchangePipeline] = {}
         self.instruments: dict[tuple[str, str], Instrument] = {}
         self.sinks: list[SinkRunner] = []
+        #: Running sources (``[[sources]]``) by label, with their ingest paths.
+        self.sources: dict[str, tuple[Source, SourceIngest]] = {}
+        self.source_errors: dict[str, str] = {}
         self.strategy_errors: dict[str, str] = {}
         self.plugin_errors: list[str] = []
         self.validation: Any = None
@@ -163,6 +168,7 @@ class Feeder:
         try:
             self._build_connectors()
             self._build_validation()
+            self._build_sources()
             for manager in self.managers.values():
                 await manager.load()
             await self._open_sinks()
@@ -288,6 +294,50 @@ class Feeder:
         for pipeline in self.pipelines.values():
             pipeline.validation = self.validation
 
+    def _build_sources(self) -> None:
+        if not self.config.sources:
+            return
+        from marketfeeder.sequence import SequencePolicy
+
+        registry = collect(self.plugin_manager, "marketfeeder_register_sources", "source")
+        connectors: Any = None
+
+        def policy_for(exchange: str) -> SequencePolicy:
+            nonlocal connectors
+            if exchange in self.connectors:
+                return self.connectors[exchange].sequence_policy
+            if connectors is None:
+                connectors = collect(self.plugin_manager, "marketfeeder_register_connectors", "connector")
+            cls = connectors.get(exchange)
+            policy = getattr(cls, "sequence_policy", None)
+            return policy if isinstance(policy, SequencePolicy) else SequencePolicy()
+
+        for index, source_config in enumerate(self.config.sources):
+            if source_config.type not in registry:
+                known = ", ".join(registry.names()) or "none"
+                raise FeederError(f"sources[{index}]: no source named {source_config.type!r} is installed (installed: {known})")
+            try:
+                source = registry[source_config.type](source_config.options)
+            except (ValueError, TypeError) as exc:
+                raise FeederError(f"sources[{index}] ({source_config.type}): {exc}") from None
+            ingest = SourceIngest(
+                source_config.type,
+                self.dispatcher,
+                lambda: self.sinks,
+                policy_for=policy_for,
+                clock=self.clock,
+                validation=self.validation,
+                validation_policy=self.config.validation.policy,
+            )
+            self.sources[f"{source_config.type}#{index}"] = (source, ingest)
+
+    async def _run_source(self, label: str, source: Source, ingest: SourceIngest) -> None:
+        try:
+            await source.run(ingest)
+        except Exception as exc:
+            self.source_errors[label] = f"{type(exc).__name__}: {exc}"
+            log.error("source %s failed and was stopped: %s", label, exc, exc_info=exc)
+
     async def _open_sinks(self) -> None:
         if not self.config.enable_historical_storage or not self.config.sinks:
             return
@@ -342,6 +392,8 @@ class Feeder:
                         await tg.start(manager.run, name=f"exchange {manager.exchange}")
                         tg.start_soon(self._sample_server_time, manager.connector, name=f"clock {manager.exchange}")
                     tg.start_soon(self._sample_rates, name="feeder rates")
+                    for label, (source, ingest) in self.sources.items():
+                        tg.start_soon(self._run_source, label, source, ingest, name=f"source {label}")
                     self._start_strategies(tg)
                     task_status.started()
         finally:
@@ -438,18 +490,26 @@ class Feeder:
         """The live local order book of ``symbol`` (requires the ``orderbook`` data type)."""
         pipeline = self.pipelines.get(exchange)
         if pipeline is None:
-            raise KeyError(f"exchange {exchange!r} is not running (running: {', '.join(self.pipelines) or 'none'})")
+            replica = self._replica(exchange, symbol)
+            if replica is not None:
+                return BookView(replica)
+            running = sorted({*self.pipelines, *(ex for _, i in self.sources.values() for ex, _ in i.books)})
+            raise KeyError(f"exchange {exchange!r} has no book for {symbol!r} (running: {', '.join(running) or 'none'})")
         entry = pipeline.books.get(symbol)
         if entry is None:
             raise KeyError(f"{exchange}: no order book for {symbol!r} (is 'orderbook' among its data types?)")
         return BookView(entry.sync)
 
     def books(self) -> dict[str, BookView]:
-        return {
+        views = {
             f"{exchange}:{symbol}": BookView(entry.sync)
             for exchange, pipeline in self.pipelines.items()
             for symbol, entry in pipeline.books.items()
         }
+        for _, ingest in self.sources.values():
+            for (exchange, symbol), sync in ingest.books.items():
+                views.setdefault(f"{exchange}:{symbol}", BookView(sync))
+        return views
 
     @asynccontextmanager
     async def stream(
@@ -541,9 +601,10 @@ class Feeder:
             entry["by_type"] = by_type.get((exchange, symbol), {})
             pipeline = self.pipelines.get(exchange)
             book = pipeline.books.get(symbol) if pipeline is not None else None
-            if book is not None:
-                entry["book_state"] = book.sync.state.value
-                entry["gaps"] = max(entry["gaps"], book.sync.gaps)
+            sync = book.sync if book is not None else self._replica(exchange, symbol)
+            if sync is not None:
+                entry["book_state"] = sync.state.value
+                entry["gaps"] = max(entry["gaps"], sync.gaps)
             result[f"{exchange}:{symbol}"] = entry
         for exchange, pipeline in self.pipelines.items():
             for symbol, book in pipeline.books.items():
@@ -560,6 +621,13 @@ class Feeder:
         result["streams"] = [stream.statistics() for stream in self.dispatcher.streams()]
         return result
 
+    def _replica(self, exchange: str, symbol: str) -> BookSync | None:
+        for _, ingest in self.sources.values():
+            sync = ingest.books.get((exchange, symbol))
+            if sync is not None:
+                return sync
+        return None
+
     def statistics(self) -> dict[str, Any]:
         """A summary of the whole feeder."""
         return {
@@ -571,6 +639,14 @@ class Feeder:
             "callback_errors": self.dispatcher.callback_errors,
             "sinks": {runner.name: {"failed": runner.failed, "error": runner.error} for runner in self.sinks},
             "strategy_errors": dict(self.strategy_errors),
+            "sources": {
+                label: {
+                    **ingest.statistics(),
+                    "source": source.statistics() if hasattr(source, "statistics") else {},
+                    "error": self.source_errors.get(label),
+                }
+                for label, (source, ingest) in self.sources.items()
+            },
             "plugin_errors": list(self.plugin_errors),
             "validation": self.validation.statistics() if self.validation is not None else None,
             "clocks": {name: estimate.as_dict() for name, estimate in self.clock.estimates().items()},

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from marketfeeder.validators.base import Verdict
     from marketfeeder.validators.engine import ValidationEngine
 
-__all__ = ["BenchSource", "BookEntry", "ExchangePipeline", "FrameSource", "SeqWindow"]
+__all__ = ["BenchSource", "BookEntry", "ExchangePipeline", "FrameSource", "SeqWindow", "ValidatingDelivery"]
 
 log = logging.getLogger("marketfeeder.runtime")
 
@@ -135,17 +135,12 @@ class BookEntry:
         self.scope: anyio.CancelScope | None = None
 
 
-class ExchangePipeline:
+class ValidatingDelivery:
+    """Validation by policy, then delivery: the last step shared by exchange and source pipelines."""
+
     def __init__(
-        self,
-        connector: Connector,
-        dispatcher: Dispatcher,
-        *,
-        validation: ValidationEngine | None = None,
-        validation_policy: str = "annotate",
+        self, dispatcher: Dispatcher, *, validation: ValidationEngine | None = None, validation_policy: str = "annotate"
     ) -> None:
-        self.connector = connector
-        self.exchange = connector.name
         self.dispatcher = dispatcher
         self._check_all: Callable[[list[Event]], list[tuple[int, list[Verdict]]] | None] | None = None
         self._validation: ValidationEngine | None = None
@@ -153,13 +148,7 @@ class ExchangePipeline:
         if validation_policy not in ("annotate", "quarantine", "drop"):
             raise ValueError(f"validation policy must be annotate, quarantine or drop, got {validation_policy!r}")
         self.policy = validation_policy
-        self.books: dict[str, BookEntry] = {}
-        self._streams: dict[tuple[str, type[Event]], _Stream] = {}
-        self.duplicates = 0
         self.validation_dropped = 0
-        self._decode: Callable[[str | bytes, int], list[Any]] = connector.decode
-        #: Receives one (exchange_ts, receive_ts) sample per frame for clock alignment, when set.
-        self.clock: ClockEstimator | None = None
 
     @property
     def validation(self) -> ValidationEngine | None:
@@ -174,6 +163,77 @@ class ExchangePipeline:
         else:
             check_all = getattr(engine, "check_all", None)
             self._check_all = check_all if check_all is not None else partial(_check_each, engine.check)
+
+    def finish(self, out: list[Event]) -> list[EventQueue] | None:
+        """Validate (by policy) and deliver ``out``."""
+        check_all = self._check_all
+        if check_all is None:
+            return self.dispatcher.deliver(out)
+        failed = check_all(out)
+        if failed is None:
+            return self.dispatcher.deliver(out)
+        return self._deliver_judged(out, failed)
+
+    def _deliver_judged(self, out: list[Event], verdicts_at: list[tuple[int, list[Verdict]]]) -> list[EventQueue] | None:
+        """Deliver ``out`` of which some events failed checks (``(index, verdicts)``), by the policy."""
+        policy = self.policy
+        if policy == "drop":
+            dropped = {index for index, _ in verdicts_at}
+            for index, verdicts in verdicts_at:
+                event = out[index]
+                stats = self.dispatcher.stats_for(event.exchange, event.symbol)
+                for verdict in verdicts:
+                    stats.validation_failures[verdict.check] = stats.validation_failures.get(verdict.check, 0) + 1
+            self.validation_dropped += len(dropped)
+            kept = [event for index, event in enumerate(out) if index not in dropped]
+            return self.dispatcher.deliver(kept) if kept else None
+        # annotate / quarantine: the event, then one ValidationFailure per verdict right after it.
+        if len(out) == 1:  # the usual frame: one event
+            event = out[0]
+            annotated: list[Event] = [event]
+            for verdict in verdicts_at[0][1]:
+                annotated.append(
+                    ValidationFailure.fast(
+                        event.exchange, event.symbol, event.exchange_ts, event.receive_ts, event.seq,
+                        verdict.check, verdict.message, policy, event.__class__.__name__, event.receive_ts,
+                    )
+                )
+            return self.dispatcher.deliver(annotated, _FIRST if policy == "quarantine" else ())
+        by_index = dict(verdicts_at)
+        final: list[Event] = []
+        quarantined: set[int] = set()
+        for index, event in enumerate(out):
+            if policy == "quarantine" and index in by_index:
+                quarantined.add(len(final))
+            final.append(event)
+            for verdict in by_index.get(index, ()):
+                final.append(
+                    ValidationFailure.fast(
+                        event.exchange, event.symbol, event.exchange_ts, event.receive_ts, event.seq,
+                        verdict.check, verdict.message, policy, event.__class__.__name__, event.receive_ts,
+                    )
+                )
+        return self.dispatcher.deliver(final, quarantined)
+
+
+class ExchangePipeline(ValidatingDelivery):
+    def __init__(
+        self,
+        connector: Connector,
+        dispatcher: Dispatcher,
+        *,
+        validation: ValidationEngine | None = None,
+        validation_policy: str = "annotate",
+    ) -> None:
+        super().__init__(dispatcher, validation=validation, validation_policy=validation_policy)
+        self.connector = connector
+        self.exchange = connector.name
+        self.books: dict[str, BookEntry] = {}
+        self._streams: dict[tuple[str, type[Event]], _Stream] = {}
+        self.duplicates = 0
+        self._decode: Callable[[str | bytes, int], list[Any]] = connector.decode
+        #: Receives one (exchange_ts, receive_ts) sample per frame for clock alignment, when set.
+        self.clock: ClockEstimator | None = None
 
     # --- the hot path --------------------------------------------------------------------------
 
@@ -273,57 +333,6 @@ class ExchangePipeline:
             clock[2] += 1
         stream.clocks = clocks
         stream.clock = clock
-
-    def finish(self, out: list[Event]) -> list[EventQueue] | None:
-        """Validate (by policy) and deliver ``out``."""
-        check_all = self._check_all
-        if check_all is None:
-            return self.dispatcher.deliver(out)
-        failed = check_all(out)
-        if failed is None:
-            return self.dispatcher.deliver(out)
-        return self._deliver_judged(out, failed)
-
-    def _deliver_judged(self, out: list[Event], verdicts_at: list[tuple[int, list[Verdict]]]) -> list[EventQueue] | None:
-        """Deliver ``out`` of which some events failed checks (``(index, verdicts)``), by the policy."""
-        policy = self.policy
-        if policy == "drop":
-            dropped = {index for index, _ in verdicts_at}
-            for index, verdicts in verdicts_at:
-                event = out[index]
-                stats = self.dispatcher.stats_for(event.exchange, event.symbol)
-                for verdict in verdicts:
-                    stats.validation_failures[verdict.check] = stats.validation_failures.get(verdict.check, 0) + 1
-            self.validation_dropped += len(dropped)
-            kept = [event for index, event in enumerate(out) if index not in dropped]
-            return self.dispatcher.deliver(kept) if kept else None
-        # annotate / quarantine: the event, then one ValidationFailure per verdict right after it.
-        if len(out) == 1:  # the usual frame: one event
-            event = out[0]
-            annotated: list[Event] = [event]
-            for verdict in verdicts_at[0][1]:
-                annotated.append(
-                    ValidationFailure.fast(
-                        event.exchange, event.symbol, event.exchange_ts, event.receive_ts, event.seq,
-                        verdict.check, verdict.message, policy, event.__class__.__name__, event.receive_ts,
-                    )
-                )
-            return self.dispatcher.deliver(annotated, _FIRST if policy == "quarantine" else ())
-        by_index = dict(verdicts_at)
-        final: list[Event] = []
-        quarantined: set[int] = set()
-        for index, event in enumerate(out):
-            if policy == "quarantine" and index in by_index:
-                quarantined.add(len(final))
-            final.append(event)
-            for verdict in by_index.get(index, ()):
-                final.append(
-                    ValidationFailure.fast(
-                        event.exchange, event.symbol, event.exchange_ts, event.receive_ts, event.seq,
-                        verdict.check, verdict.message, policy, event.__class__.__name__, event.receive_ts,
-                    )
-                )
-        return self.dispatcher.deliver(final, quarantined)
 
     # --- books ---------------------------------------------------------------------------------
 
