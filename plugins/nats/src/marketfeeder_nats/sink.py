@@ -7,6 +7,12 @@ publish order). When the window is full the overflow policy applies: ``block`` w
 After a reconnect, or when acks stop coming for ``ack_timeout`` seconds, the whole un-acked suffix
 is republished in order; the stream's de-duplication (``Nats-Msg-Id`` within ``duplicate_window``)
 drops the copies that had landed. ``flush`` returns once every message is acked: acked means stored.
+
+Book images: the sink keeps a local copy of every book from the ``BookSnapshot`` and ``BookDelta``
+events it is given (a non-LIVE ``BookState`` or an order-book ``Gap`` makes the copy unknown until
+the next snapshot) and, every ``snapshot_interval`` seconds, publishes a ``BookSnapshot`` of it on
+the book's subject right after the delta it reflects, so nothing stands between the image and the
+state it shows. A consumer can start a book from any image; a live replica checks it matches.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,8 +28,9 @@ from typing import Any
 import anyio
 import orjson
 
+from marketfeeder.book import OrderBook
 from marketfeeder.clock import now_ns
-from marketfeeder.models import BookDelta, BookSnapshot, DataType, Event, Gap, Trade
+from marketfeeder.models import BookDelta, BookSnapshot, BookState, BookStatus, DataType, Event, Gap, Trade
 
 from .client import Msg, NatsClient, NatsConnectionError, NatsError, NatsTimeoutError, hpub_frame
 from .codec import CodecError, decode_event, encode_event
@@ -43,8 +51,18 @@ __all__ = ["NatsSink", "NatsSinkOptions"]
 log = logging.getLogger(__name__)
 
 _STATUS = DataType.STATUS
+_ORDERBOOK = DataType.ORDERBOOK
+_LIVE = BookStatus.LIVE
+_BookDelta = BookDelta
+_BookSnapshot = BookSnapshot
+_BookState = BookState
+_Gap = Gap
+_snapshot_fast = BookSnapshot.fast
+_monotonic = time.monotonic
 #: Classes whose seq orders them within their subject (what a take-over compares with the stream).
 _SEQ_CLASSES = (Trade, BookDelta, BookSnapshot)
+#: Classes that change what the sink knows of a book.
+_BOOK_CLASSES = (BookSnapshot, BookDelta, BookState, Gap)
 
 
 class NatsSinkOptions:
@@ -55,6 +73,7 @@ class NatsSinkOptions:
             "target", "url", "shards", "window", "overflow", "ack_timeout", "flush_timeout",
             "stream_prefix", "subject_prefix", "retention", "replicas", "storage", "duplicate_window",
             "create_streams", "name", "max_bytes", "group", "member", "lease_ttl", "standby_buffer",
+            "snapshot_interval", "snapshot_depth",
         }
     )  # fmt: skip
 
@@ -104,6 +123,11 @@ class NatsSinkOptions:
         self.standby_buffer = int(options.get("standby_buffer", 10_000))
         if self.lease_ttl <= 0 or self.standby_buffer <= 0:
             raise ValueError("lease_ttl and standby_buffer must be positive")
+        #: Seconds between book images per book (0: none); levels a side in an image (0: the whole book).
+        self.snapshot_interval = float(options.get("snapshot_interval", 5.0))
+        self.snapshot_depth = int(options.get("snapshot_depth", 0))
+        if not self.snapshot_interval >= 0 or self.snapshot_depth < 0:
+            raise ValueError("snapshot_interval and snapshot_depth must be >= 0")
 
     def shards_for(self, exchange: str) -> int:
         return self.shards.get(exchange, self.default_shards)
@@ -116,6 +140,21 @@ class _Pending:
         self.frame = frame
         self.subject = subject
         self.event = event
+
+
+class _Tracked:
+    """The sink's copy of one book, on the book's subject."""
+
+    __slots__ = ("book", "due", "exchange_ts", "imaged", "known", "pair")
+
+    def __init__(self, exchange: str, symbol: str, pair: tuple[str, int]) -> None:
+        self.book = OrderBook(exchange, symbol)
+        self.pair = pair
+        #: False from a non-LIVE state or a gap until the next snapshot: no image of it then.
+        self.known = False
+        self.exchange_ts: int | None = None  # of the last snapshot or delta applied
+        self.imaged: int | None = None  # update id of the last image in the stream
+        self.due = 0.0  # monotonic time of the next image
 
 
 class NatsSink:
@@ -149,6 +188,11 @@ class NatsSink:
         self.standby_dropped = 0
         self.takeovers = 0
         self.takeover_gaps = 0
+        # Book images: the sink's copy of each book by its subject.
+        self._books: dict[str, _Tracked] = {}
+        self._next_scan = 0.0
+        self.images = 0
+        self.images_truncated = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -201,6 +245,9 @@ class NatsSink:
             "dropped": self.dropped,
             "unacked": len(self._window),
             "last_error": self.last_error,
+            "images": self.images,
+            "images_truncated": self.images_truncated,
+            "books": len(self._books),
             "client": self.nc.statistics(),
             "group": None if self.leases is None else {
                 "member": self.options.member,
@@ -272,6 +319,8 @@ class NatsSink:
         if self.leases is not None:
             events = await self._owned_only(events)
         await self._publish(events)
+        if self._books and _monotonic() >= self._next_scan:
+            await self._scan_images()
 
     async def _owned_only(self, events: Sequence[Event]) -> list[Event]:
         """Events of pairs this member holds a valid lease for; the others go to standby."""
@@ -279,11 +328,16 @@ class NatsSink:
         await self._maybe_tick()
         owned = set(self.leases.owned())
         out: list[Event] = []
+        track = self.options.snapshot_interval > 0
+        now = _monotonic()
         for event in events:
-            pair = self._route(event)[1]
+            subject, pair = self._route(event)
             if pair in owned:
-                out.append(event)
+                out.append(event)  # tracked as it is published
                 continue
+            if track and isinstance(event, _BOOK_CLASSES):
+                # Kept current while standing by, so a take-over can publish images at once.
+                self._track(event, subject, now)
             buffer = self._standby.get(pair)
             if buffer is None:
                 buffer = self._standby[pair] = deque(maxlen=self.options.standby_buffer)
@@ -317,7 +371,13 @@ class NatsSink:
         plan = await self._takeover_plan(events)
         log.info("nats sink %s: took over %s.%d: %d buffered, %d to publish", self.options.member, pair[0],
                  pair[1], len(events), len(plan))
-        await self._publish(plan)
+        await self._publish(plan, track=False)  # tracked when buffered
+        # The copies reflect the last buffered event, now the end of each book's subject: an image
+        # there lets consumers resync whatever the previous owner left out.
+        now = _monotonic()
+        for subject, tracked in list(self._books.items()):
+            if tracked.pair == pair and tracked.known and tracked.book.update_id is not None:
+                await self._image(tracked, subject, now)
 
     async def _takeover_plan(self, events: Sequence[Event]) -> list[Event]:
         """Per subject: drop buffered events up to the last one the stream already has (by exchange
@@ -361,12 +421,15 @@ class NatsSink:
         self.takeover_gaps += len(gaps)
         return gaps + [e for e in events if id(e) not in dropped]
 
-    async def _publish(self, events: Sequence[Event]) -> None:
+    async def _publish(self, events: Sequence[Event], *, track: bool = True) -> None:
         if self.nc.generation != self._gen or self._need_streams:
             await self._resend()
         window = self._window
         limit = self.options.window
         nc = self.nc
+        track = track and self.options.snapshot_interval > 0
+        books = self._books
+        now = _monotonic()
         for event in events:
             if len(window) >= limit:
                 await self._make_room()
@@ -381,10 +444,149 @@ class NatsSink:
             except NatsConnectionError as exc:
                 # Kept in the window: republished once the connection is back.
                 self.last_error = str(exc)
+            if not track:
+                continue
+            cls = event.__class__
+            if cls is _BookDelta:
+                # Inline: the one per-event cost of images is this lookup plus the level updates.
+                tracked = books.get(subject)
+                if tracked is None or not tracked.known:
+                    continue  # no snapshot yet, or out of step: the next snapshot starts it
+                book = tracked.book
+                uid = book.update_id
+                delta: BookDelta = event  # type: ignore[assignment]
+                last = delta.seq
+                if uid is not None and delta.first_seq <= uid + 1 <= last:
+                    levels = delta.bids
+                    if levels:
+                        book._apply_bids(levels)
+                    levels = delta.asks
+                    if levels:
+                        book._apply_asks(levels)
+                    book.update_id = last
+                    tracked.exchange_ts = delta.exchange_ts
+                    if now >= tracked.due:
+                        await self._image(tracked, subject, now)
+                elif uid is None or last > uid:
+                    tracked.known = False  # update ids missing: no image until a snapshot
+            elif cls is _BookSnapshot or cls is _BookState or cls is _Gap:
+                self._track(event, subject, now)
         try:
             await nc.flush_writes()
         except NatsConnectionError as exc:
             self.last_error = str(exc)
+
+    def _track(self, event: Event, subject: str, now: float) -> None:
+        """Follow ``event`` in the copy of its book (any book event; the publish loop inlines deltas)."""
+        cls = event.__class__
+        if cls is _BookSnapshot:
+            tracked = self._books.get(subject)
+            if tracked is None:
+                tracked = self._books[subject] = _Tracked(event.exchange, event.symbol, self._route(event)[1])
+            if event.seq is None:
+                tracked.known = False  # no update id: deltas cannot be checked against it
+                return
+            tracked.book.load_snapshot(event.bids, event.asks, event.seq)  # type: ignore[attr-defined]
+            tracked.known = True
+            tracked.exchange_ts = event.exchange_ts
+            tracked.imaged = event.seq  # the snapshot itself is an image in the stream
+            tracked.due = now + self.options.snapshot_interval
+        elif cls is _BookDelta:
+            tracked = self._books.get(subject)
+            if tracked is None or not tracked.known:
+                return
+            book = tracked.book
+            uid = book.update_id
+            change: BookDelta = event  # type: ignore[assignment]
+            if uid is not None and change.first_seq <= uid + 1 <= change.seq:
+                book.apply(change.bids, change.asks)
+                book.update_id = change.seq
+                tracked.exchange_ts = change.exchange_ts
+            elif uid is None or change.seq > uid:
+                tracked.known = False
+        elif cls is _BookState:
+            if event.state is not _LIVE:  # type: ignore[attr-defined]
+                tracked = self._books.get(subject)
+                if tracked is not None:
+                    tracked.known = False
+        elif cls is _Gap and event.gap_type is _ORDERBOOK:  # type: ignore[attr-defined]
+            tracked = self._books.get(subject)
+            if tracked is not None:
+                tracked.known = False
+
+    async def _image(self, tracked: _Tracked, subject: str, now: float) -> None:
+        """Publish an image of ``tracked`` on its subject, next in order."""
+        book = tracked.book
+        depth = self.options.snapshot_depth
+        if depth:
+            bids, asks = book.top(depth)
+        else:
+            bids, asks = book.bids(), book.asks()
+        receive_ts = now_ns()
+        image = _snapshot_fast(
+            book.exchange, book.symbol, tracked.exchange_ts, receive_ts, book.update_id, tuple(bids), tuple(asks)
+        )
+        tracked.imaged = book.update_id
+        tracked.due = now + self.options.snapshot_interval
+        payload = encode_event(image)
+        limit = self.nc.max_payload - 1024  # room for the headers
+        if len(payload) > limit:
+            # The server would refuse it and drop the connection: the best levels that fit instead.
+            self.images_truncated += 1
+            levels = max(len(bids), len(asks))
+            while len(payload) > limit:
+                if levels <= 1:
+                    self.last_error = f"image of {book.exchange} {book.symbol} exceeds max_payload; not published"
+                    return
+                levels = max(1, min(levels - 1, int(levels * limit / len(payload) * 0.9)))
+                bids, asks = book.top(levels)
+                image = _snapshot_fast(
+                    book.exchange, book.symbol, tracked.exchange_ts, receive_ts, book.update_id, tuple(bids),
+                    tuple(asks),
+                )  # fmt: skip
+                payload = encode_event(image)
+        window = self._window
+        if len(window) >= self.options.window:
+            await self._make_room()
+        self._token += 1
+        token = str(self._token)
+        # An id of its own: an exchange snapshot at the same update id is another message (it may
+        # carry another depth) and must not be dropped as a copy of the image.
+        ident = msg_id(image) + ":image"
+        frame = hpub_frame(subject, self._ack_prefix + token, ident, payload)
+        window[token] = _Pending(frame, subject, image)
+        self.published += 1
+        self.images += 1
+        try:
+            await self.nc.write_raw(frame)
+        except NatsConnectionError as exc:
+            self.last_error = str(exc)
+
+    async def _scan_images(self) -> None:
+        """Images of books that changed since their last image but got no delta after it came due
+        (a book that went quiet); between batches nothing of theirs is in flight, so the image is
+        the end of the subject. Only books this member publishes."""
+        now = _monotonic()
+        interval = self.options.snapshot_interval
+        self._next_scan = now + interval
+        owned = None if self.leases is None else set(self.leases.owned())
+        sent = False
+        for subject, tracked in list(self._books.items()):
+            uid = tracked.book.update_id
+            if (
+                tracked.known
+                and uid is not None
+                and uid != tracked.imaged
+                and now >= tracked.due
+                and (owned is None or tracked.pair in owned)
+            ):
+                await self._image(tracked, subject, now)
+                sent = True
+        if sent:
+            try:
+                await self.nc.flush_writes()
+            except NatsConnectionError as exc:
+                self.last_error = str(exc)
 
     async def _make_room(self) -> None:
         window = self._window
@@ -465,6 +667,8 @@ class NatsSink:
         """Wait until every published message is acknowledged (stored by JetStream)."""
         if self.leases is not None:
             await self._maybe_tick()  # the runtime flushes often: keep the leases renewed
+        if self._books and _monotonic() >= self._next_scan:
+            await self._scan_images()
         window = self._window
         if window:
             await self._wait_acks(lambda: not window, self.options.flush_timeout)
