@@ -8,6 +8,10 @@ are spread over 10 symbols' ring buffers of 100,000 each, as the feeder keeps th
 Tracing slows allocation about fivefold, so the tracemalloc child fills 2 of the 10 buffers (200,000
 events) and the figure is scaled to 1,000,000: every event allocates the same objects, so it is linear.
 
+Rings this long pack their older events into columns (see ``RingBuffer``); the RSS child also times
+the filling, building the events included, beside the same events appended to a short (unpacked) ring,
+so the cost of packing is in the table next to what it saves.
+
 Runs standalone: ``python bench/bench_memory.py``.
 """
 
@@ -54,8 +58,30 @@ def _fill(n_symbols: int) -> list[Any]:
     return buffers
 
 
-def _child(mode: str) -> int:
-    """Bytes held by the events (RSS growth, or traced allocations)."""
+def _fill_cost(ring_len: int) -> float:
+    """ns per event to build a trade and append it to a ring of ``ring_len`` (the same work as _fill)."""
+    import time
+
+    from marketfeeder.models import Side, Trade
+    from marketfeeder.runtime.buffers import RingBuffer
+
+    buy, sell = Side.BUY, Side.SELL
+    fast = Trade.fast
+    n = 200_000
+    append = RingBuffer(ring_len).appender()
+    t0 = 1_767_225_600_000_000_000
+    start = time.perf_counter_ns()
+    for i in range(n):
+        ts = t0 + i * 1_000_000
+        append(fast("binance", "SYM-USDT", ts, ts + 500_000, 10_000_000 + i, 65_000.0 + i * 0.01,
+                    0.001 * (i % 997 + 1), sell if i & 1 else buy, ts))
+    return (time.perf_counter_ns() - start) / n
+
+
+def _child(mode: str) -> int | str:
+    """Bytes held by the events (RSS growth, or traced allocations); or the fill costs."""
+    if mode == "cost":
+        return f"{_fill_cost(N_EVENTS // N_SYMBOLS)} {_fill_cost(1_000)}"
     import marketfeeder.models
     import marketfeeder.runtime.buffers  # noqa: F401  (imports are not part of the figure)
 
@@ -78,18 +104,23 @@ def _child(mode: str) -> int:
     return used
 
 
-def _measure(mode: str) -> int:
+def _measure(mode: str) -> str:
     out = subprocess.run([sys.executable, __file__, "--child", mode], capture_output=True, text=True,
                          check=True, timeout=120)
-    return int(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
 def run(rounds: int = 5) -> list[dict[str, Any]]:
     rss: list[int] = []
     traced: list[int] = []
-    for _ in range(rounds):  # interleaved: both measures see the same machine load
-        rss.append(_measure("rss"))
-        traced.append(_measure("trace"))
+    packed_ns: list[float] = []
+    plain_ns: list[float] = []
+    for _ in range(rounds):  # interleaved: every measure sees the same machine load
+        rss.append(int(_measure("rss")))
+        traced.append(int(_measure("trace")))
+        packed, plain = _measure("cost").split()
+        packed_ns.append(float(packed))
+        plain_ns.append(float(plain))
     return [
         {"name": "memory: 1M buffered trades, RSS growth (target < 250 MB)", "unit": "MB",
          "values": [b / MB for b in rss], "higher_is_better": False},
@@ -99,6 +130,10 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
          "values": [b / MB for b in traced], "higher_is_better": False},
         {"name": "memory: 1M buffered trades, tracemalloc per event (200k traced)", "unit": "bytes/event",
          "values": [b / N_EVENTS for b in traced], "higher_is_better": False},
+        {"name": "memory: build + append a trade, 100k ring (packed)", "unit": "ns/event",
+         "values": packed_ns, "higher_is_better": False},
+        {"name": "memory: build + append a trade, 1k ring (objects)", "unit": "ns/event",
+         "values": plain_ns, "higher_is_better": False},
     ]
 
 

@@ -21,7 +21,8 @@ from marketfeeder_nats.source import NatsSource
 def test_hooks_register_through_the_entry_point() -> None:
     pm = get_plugin_manager()
     assert collect(pm, "marketfeeder_register_sinks", "sink")["nats"] is NatsSink
-    assert collect(pm, "marketfeeder_register_strategies", "strategy")["nats-source"] is NatsSource
+    assert collect(pm, "marketfeeder_register_sources", "source")["nats"] is NatsSource
+    assert "nats-source" not in collect(pm, "marketfeeder_register_strategies", "strategy")
 
 
 def test_cluster_status_shows_members_and_owners(nats_server: NatsServer) -> None:

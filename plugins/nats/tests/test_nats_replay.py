@@ -1,4 +1,5 @@
-"""A consumer started later replays the bus from a start time and rebuilds the live feeder's book."""
+"""A consumer started later replays the bus from a start time and its replica book ends identical to
+the publishing feeder's."""
 
 from __future__ import annotations
 
@@ -6,15 +7,13 @@ import time
 
 import anyio
 import pytest
-from nats_helpers import unique_prefixes
+from nats_helpers import consumer_config, unique_prefixes, wait_until
 from natsserver import NatsServer
 
-from marketfeeder.book import OrderBook
-from marketfeeder.models import BookDelta, BookSnapshot, Event
+from marketfeeder.models import DataType, Event, Level
 from marketfeeder.plugins import get_plugin_manager
 from marketfeeder.runtime.feeder import Feeder
 from marketfeeder.sim.server import SimServer, sim_config_for, venues_from_plugins
-from marketfeeder_nats.source import NatsSource
 
 # The simulator serves the Binance venue of the binance plugin (absent when this plugin is tested alone).
 pytest.importorskip("marketfeeder_binance")
@@ -33,35 +32,30 @@ async def test_late_consumer_rebuilds_the_live_book(nats_server: NatsServer) -> 
         }
         async with Feeder(config, plugin_manager=pm) as feeder:
             with anyio.fail_after(15):
-                while not feeder.book("binance", "BTC-USDT").is_live:  # noqa: ASYNC110 - no event for it
-                    await anyio.sleep(0.05)
+                await wait_until(lambda: feeder.book("binance", "BTC-USDT").is_live)
             await anyio.sleep(1.0)
             live = feeder.book("binance", "BTC-USDT")
             # Read in one go (no await): a consistent image at one update id.
             live_id = live.update_id
-            live_bids, live_asks = live.top(100_000)
-        # Leaving the feeder drained the sink: every event up to live_id is stored.
-    assert live_id is not None and live_bids and live_asks
+            live_image = live.top(100_000)
+        # Leaving the feeder drained the sink: every event up to live_id is on the bus.
+    assert live_id is not None and live_image[0] and live_image[1]
 
-    replayed: list[Event] = []
-    source = NatsSource({"url": nats_server.url, "durable": "late", "types": ["orderbook"], "start": start,
-                         **prefixes})
+    # A consumer feeder on "another host" replays the bus from before the publisher started. Its
+    # replica book (the core's BookSync, with the binance plugin's sequence policy) passes through
+    # live_id LIVE and level for level equal. One message per batch: a callback sees the replica
+    # right after each book event.
+    config = consumer_config(nats_server.url, prefixes, durable="late", types=["orderbook"], start=start, batch=1)
+    seen: dict[str, tuple[bool, tuple[list[Level], list[Level]]]] = {}
     with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(source.consume, replayed.append)
-            while not any(isinstance(e, BookDelta) and e.seq >= live_id for e in replayed):  # noqa: ASYNC110
-                await anyio.sleep(0.02)
-            tg.cancel_scope.cancel()
+        async with Feeder(config, plugin_manager=pm) as consumer:
 
-    book = OrderBook("binance", "BTC-USDT")
-    loaded = False
-    for event in replayed:
-        if isinstance(event, BookSnapshot):
-            book.load_snapshot(event.bids, event.asks, event.seq)
-            loaded = True
-        elif isinstance(event, BookDelta) and loaded and book.update_id is not None and event.seq > book.update_id:
-            book.apply_delta(event)
-        if loaded and book.update_id == live_id:
-            break
-    assert loaded and book.update_id == live_id
-    assert book.top(100_000) == (live_bids, live_asks)
+            def look(_event: Event) -> None:
+                replica = consumer.book("binance", "BTC-USDT")
+                if replica.update_id == live_id and "image" not in seen:
+                    seen["image"] = (replica.is_live, replica.top(100_000))
+
+            consumer.subscribe("binance", "BTC-USDT", DataType.ORDERBOOK, look)
+            await wait_until(lambda: "image" in seen)
+    assert seen["image"] == (True, live_image)
+    assert not consumer.source_errors

@@ -14,19 +14,24 @@ most ``maxsize`` events and says what happens when full:
     placed at the head of what remains sits exactly where the loss happened; the consumer receives
     it before the surviving events.
 
-:class:`RingBuffer` keeps the newest N events of one (exchange, symbol, data type).
+:class:`RingBuffer` keeps the newest N events of one (exchange, symbol, data type); a long one packs
+its older events into compact columns.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
+from enum import Enum
+from itertools import repeat
+from operator import attrgetter
 from typing import Any, Literal
 
 import anyio
 
 from marketfeeder.clock import now_ns
-from marketfeeder.models import DataType, Event, Gap
+from marketfeeder.models import EVENT_TYPES, DataType, Event, Gap
 
 __all__ = ["EventQueue", "QueueClosed", "RingBuffer"]
 
@@ -41,34 +46,208 @@ class QueueClosed(Exception):
 
 
 class RingBuffer:
-    """The newest ``maxlen`` events, newest last; :meth:`newest` reads newest first."""
+    """The newest ``maxlen`` events, newest last; :meth:`newest` reads newest first.
 
-    __slots__ = ("_items",)
+    A ring of up to :data:`PACK_ABOVE` events is a plain deque of the event objects. A larger one keeps
+    its newest events (at most :data:`PACK_BLOCK`) as objects and packs older ones, a block at a time,
+    into columns: a field that holds one value for the whole block is kept once, ints and floats in
+    ``array`` columns, anything else as a tuple of references. A boxed float or nanosecond int costs
+    24 to 48 bytes and an event object about 100, against 8 bytes per field packed, so a million
+    buffered trades take about a fifth of the memory. Reading a packed event builds an equal event
+    (same class, same field values, bit for bit) with the class's ``fast`` constructor. Only the core's
+    own event classes are packed; a block mixing classes, or of another class, stays as objects.
+    """
+
+    __slots__ = ("_blocks", "_hot", "_items", "_packed", "maxlen")
 
     def __init__(self, maxlen: int) -> None:
-        self._items: deque[Event] = deque(maxlen=maxlen)
+        self.maxlen = maxlen
+        self._items: deque[Event] | None = deque(maxlen=maxlen) if maxlen <= PACK_ABOVE else None
+        #: Packed mode: the newest events as objects (fewer than PACK_BLOCK), then sealed blocks.
+        self._hot: list[Event] = []
+        self._blocks: deque[_Block] = deque()
+        #: Events held in ``_blocks`` (after their ``start`` offsets).
+        self._packed = 0
 
     def append(self, event: Event) -> None:
-        self._items.append(event)
+        items = self._items
+        if items is not None:
+            items.append(event)
+            return
+        hot = self._hot
+        hot.append(event)
+        if len(hot) >= PACK_BLOCK:
+            self._seal()
 
     def appender(self) -> Callable[[Event], None]:
-        """The bound ``append`` of the underlying deque (the per-message path skips a Python call)."""
-        return self._items.append
+        """The per-message ``append``: the deque's own for a small ring (no Python call in between)."""
+        items = self._items
+        return items.append if items is not None else self.append
+
+    def _seal(self) -> None:
+        """Pack the hot events into a block and drop whatever fell out of the newest ``maxlen``."""
+        hot = self._hot
+        self._hot = []
+        self._blocks.append(_pack(hot))
+        self._packed += len(hot)
+        excess = self._packed - self.maxlen
+        blocks = self._blocks
+        while excess > 0:
+            block = blocks[0]
+            left = block.size - block.start
+            if left <= excess:
+                blocks.popleft()
+                self._packed -= left
+                excess -= left
+            else:
+                block.start += excess
+                self._packed -= excess
+                excess = 0
 
     def newest(self, n: int) -> list[Event]:
         items = self._items
-        if n <= 0 or not items:
+        if items is not None:
+            if n <= 0 or not items:
+                return []
+            if n == 1:
+                return [items[-1]]
+            count = min(n, len(items))
+            return [items[-1 - i] for i in range(count)]
+        count = min(n, len(self))
+        if count <= 0:
             return []
-        if n == 1:
-            return [items[-1]]
-        count = min(n, len(items))
-        return [items[-1 - i] for i in range(count)]
+        hot = self._hot
+        out: list[Event] = hot[max(0, len(hot) - count):]
+        out.reverse()
+        need = count - len(out)
+        for block in reversed(self._blocks):
+            if need <= 0:
+                break
+            hi = block.size
+            lo = max(block.start, hi - need)
+            part = block.events(lo, hi)
+            part.reverse()
+            out.extend(part)
+            need -= hi - lo
+        return out
 
     def __len__(self) -> int:
-        return len(self._items)
+        items = self._items
+        if items is not None:
+            return len(items)
+        return min(self.maxlen, self._packed + len(self._hot))
 
     def __iter__(self) -> Iterator[Event]:
-        return iter(self._items)
+        items = self._items
+        if items is not None:
+            return iter(items)
+        return iter(self._oldest_first())
+
+    def _oldest_first(self) -> list[Event]:
+        skip = self._packed + len(self._hot) - len(self)  # hot events past maxlen since the last seal
+        out: list[Event] = []
+        for block in self._blocks:
+            lo = block.start
+            if skip:
+                take = min(skip, block.size - lo)
+                lo += take
+                skip -= take
+            out.extend(block.events(lo, block.size))
+        out.extend(self._hot[skip:])
+        return out
+
+
+#: Rings longer than this pack their older events (see :class:`RingBuffer`).
+PACK_ABOVE = 4096
+#: Events per packed block (and most events a packed ring holds as objects).
+PACK_BLOCK = 1024
+
+#: Field types whose equal values are interchangeable, so a column of one value is kept once.
+_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+_FLOAT = float
+_INT = int
+
+
+def _packable() -> dict[type[Event], tuple[Callable[..., Event], tuple[Callable[[Event], Any], ...]]]:
+    out: dict[type[Event], tuple[Callable[..., Event], tuple[Callable[[Event], Any], ...]]] = {}
+    for cls in EVENT_TYPES.values():
+        fields = getattr(cls, "__attrs_attrs__", None)
+        fast = getattr(cls, "fast", None)
+        if fields is None or fast is None:
+            continue
+        out[cls] = (fast, tuple(attrgetter(field.name) for field in fields))
+    return out
+
+
+_PACKABLE = _packable()
+
+
+class _Block:
+    """Events of one sealed block: packed columns, or the objects themselves."""
+
+    __slots__ = ("columns", "constant", "fast", "objects", "size", "start")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        #: Events before ``start`` fell out of the ring.
+        self.start = 0
+        self.objects: list[Event] | None = None
+        self.fast: Callable[..., Event] | None = None
+        self.columns: list[Any] = []
+        #: Per column: True when ``columns[i]`` is the one value of the whole block.
+        self.constant: list[bool] = []
+
+    def events(self, lo: int, hi: int) -> list[Event]:
+        objects = self.objects
+        if objects is not None:
+            return objects[lo:hi]
+        fast = self.fast
+        assert fast is not None
+        n = hi - lo
+        if n <= 0:
+            return []
+        parts = [
+            repeat(column, n) if constant else column[lo:hi]
+            for column, constant in zip(self.columns, self.constant, strict=True)
+        ]
+        return [fast(*values) for values in zip(*parts, strict=True)]
+
+
+def _pack(events: list[Event]) -> _Block:
+    block = _Block(len(events))
+    entry = _PACKABLE.get(events[0].__class__)
+    if entry is None or len(set(map(type, events))) != 1:
+        block.objects = events
+        return block
+    fast, getters = entry
+    n = len(events)
+    columns = block.columns
+    constant = block.constant
+    # Column by column (one list each, no tuple per event: fewer objects for the collector to meet).
+    for get in getters:
+        column = list(map(get, events))
+        types = set(map(type, column))
+        kind = types.pop() if len(types) == 1 else None
+        if kind is _FLOAT:
+            columns.append(array("d", column))  # exact: the same 64 bits, -0.0 and NaN included
+            constant.append(False)
+            continue
+        first = column[0]
+        if kind is not None and (kind in _SCALAR_TYPES or issubclass(kind, Enum)) and column.count(first) == n:
+            columns.append(first)
+            constant.append(True)
+            continue
+        if kind is _INT:
+            try:
+                columns.append(array("q", column))
+                constant.append(False)
+                continue
+            except OverflowError:
+                pass
+        columns.append(tuple(column))  # references
+        constant.append(False)
+    block.fast = fast
+    return block
 
 
 class EventQueue:

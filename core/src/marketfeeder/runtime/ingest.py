@@ -130,6 +130,12 @@ class SourceIngest(ValidatingDelivery):
                 merged = {k: min(v, positions[k]) for k, v in merged.items() if k in positions}
         return merged or {}
 
+    @property
+    def positioned(self) -> bool:
+        """Whether any sink keeps bus positions. Then a stream missing from :meth:`positions` has
+        nothing committed yet: a source reads it again from its start, not from the bus's ack floor."""
+        return any(hasattr(runner.sink, "bus_positions") for runner in self._sinks())
+
     def statistics(self) -> dict[str, Any]:
         return {
             "events": self.events,

@@ -241,6 +241,16 @@ class _Check:
         handler = self._handlers.get(cls)
         return handler if handler is not None else self._resolve(cls)
 
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        """Statements that ``return False`` unless this check surely passes an event ``e`` of exactly
+        class ``cls`` (context ``ctx``), for the engine's fused per-class test; None: not offered.
+
+        Only stateless checks offer one, and the test is conservative: when it falls through, the check's
+        handler would have returned None without raising and without side effects. ``tag`` makes the
+        names of the returned globals unique. Exceptions in the statements count as "not sure".
+        """
+        return None
+
     def _resolve(self, cls: type[Event]) -> Handler | None:
         # A subclass of a known event class (plugin-defined) gets its base class's handler.
         for base in cls.__mro__[1:]:
@@ -429,6 +439,22 @@ class PriceCheck(_Check):
         problems.levels("delta ask", event.asks, _non_negative_problem)
         return problems.verdict(self.name)
 
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        if cls is Trade:
+            return "if not (0.0 < e.price < INF and 0.0 < e.size < INF): return False\n", {}
+        if cls is BookTicker:
+            return (
+                "if not (0.0 < e.bid < INF and 0.0 < e.ask < INF and 0.0 < e.bid_size < INF"
+                " and 0.0 < e.ask_size < INF): return False\n"
+            ), {}
+        if cls is Kline:
+            lines = "".join(
+                f"v = e.{name}\nif not (v is None or (type(v) is FLOAT and 0.0 < v < INF)): return False\n"
+                for name in ("open", "high", "low", "close")
+            )
+            return lines, {}
+        return None
+
     def _mark_price(self, event: MarkPrice, context: ValidationContext) -> Verdict | None:
         mark = event.mark_price
         index = event.index_price
@@ -504,6 +530,42 @@ class TickGridCheck(_Check):
                 BookDelta: self._levels,
             },
         )
+
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        # The handlers' fast tests, as statements: falling through means the handler returns None.
+        prices: tuple[str, ...]
+        sizes: tuple[str, ...]
+        if cls is Trade:
+            prices, sizes = ("price",), ("size",)
+        elif cls is BookTicker:
+            prices, sizes = ("bid", "ask"), ("bid_size", "ask_size")
+        elif cls is Kline:
+            prices, sizes = ("open", "high", "low", "close"), ()
+        else:
+            return None
+        rel, on = f"REL_{tag}", f"SIZES_{tag}"
+        lines = ["inst = INSTRUMENT(e.exchange, e.symbol)", "if inst is not None:", "    tick = inst.tick_size"]
+        if cls is Kline:
+            lines.append("    if not 0.0 < tick < INF: return False")
+            lines.append("    if True:")
+        else:
+            lines.append("    if 0.0 < tick < INF:")
+        for name in prices:
+            lines += [f"        v = e.{name}"]
+            if cls is Kline:
+                lines += ["        if v is not None:", "            q = v / tick"]
+            else:
+                lines += ["        if True:", "            q = v / tick"]
+            lines += [f"            f = q % 1.0; t = q * {rel}", "            if f > t and 1.0 - f > t: return False"]
+        if sizes:
+            lines += [f"    if {on}:", "        step = inst.step_size", "        if 0.0 < step < INF:"]
+            for name in sizes:
+                lines += [
+                    f"            q = e.{name} / step",
+                    f"            f = q % 1.0; t = q * {rel}",
+                    "            if f > t and 1.0 - f > t: return False",
+                ]
+        return "\n".join(lines) + "\n", {rel: self._rel, on: self._sizes}
 
     def _grid(self, event: Event, context: ValidationContext) -> tuple[float, float] | None:
         instrument = context.instrument(event.exchange, event.symbol)
@@ -848,6 +910,12 @@ class SpreadCheck(_Check):
             return None
         return self._slow("ticker", bid, ask)
 
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        if cls is not BookTicker:
+            return None
+        k = f"K_{tag}"
+        return f"b = e.bid; a = e.ask\nif not (b < a and a - b <= {k} * a + {k} * b): return False\n", {k: self._k}
+
     def _slow(self, label: str, bid: float, ask: float) -> Verdict | None:
         if not (_is_finite_number(bid) and _is_finite_number(ask)):
             return None
@@ -1155,11 +1223,11 @@ class OutlierCheck(_Check):
     each other, the level shift is taken as real and the window restarts from them.
 
     The median is read from a sorted window (bisect insert/remove), and the MAD is computed only when the
-    deviation exceeds the relative floor. Most values do not even need the median: once the window is
-    full, the check centres a band ``[lo, hi]`` on the median, narrower than ``min_rel_deviation * lo``.
-    A value inside the band that enters the window (as the oldest leaves) adds nothing below ``lo`` or
-    above ``hi``, so the median stays inside the band, and so within the relative floor of every value
-    inside it: such a value is accepted by appending it, and the sorted window is caught up at the next
+    deviation exceeds the relative floor. Most values do not even need the median: once the window holds
+    ``min_samples`` values, the check centres a band ``[lo, hi]`` on the median, narrower than
+    ``min_rel_deviation * lo``. A value inside the band that enters the window (as the oldest leaves, or
+    while it fills) adds nothing below ``lo`` or above ``hi``, so the median stays inside the band, and
+    so within the relative floor of every value inside it: such a value is accepted by appending it, and the sorted window is caught up at the next
     value outside the band (or after ``_BAND_STEPS`` values), which takes the exact path described above.
 
     Options:
@@ -1289,10 +1357,15 @@ class OutlierCheck(_Check):
         return None
 
     def _arm(self, series: _Series, values: list[float]) -> None:
-        """Centre the fast path's band on the median of the (full, up to date) sorted window."""
+        """Centre the fast path's band on the median of the (up to date) sorted window.
+
+        The window need not be full: a value inside the band that joins a filling window (nothing
+        leaves) keeps both middle values inside the band too. Below ``min_samples`` values the exact
+        path judges nothing, so there is nothing to save yet.
+        """
         n = len(values)
         series.hi = -_INF
-        if n < self._window:
+        if n < self._min_samples:
             series.budget = 0
             return
         a = values[(n - 1) >> 1]
@@ -1421,6 +1494,15 @@ class LatencyCheck(_Check):
         opts.done()
         self._threshold_ns = int(self._threshold_ms * _NS_PER_MS)
         super().__init__("latency", dict.fromkeys(_MARKET_EVENTS, self._event))
+
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        if cls not in _MARKET_EVENTS:
+            return None
+        limit = f"LIMIT_{tag}"
+        return (
+            f"ts = e.exchange_ts\nif ts is not None and e.receive_ts - ts > {limit}: return False\n",
+            {limit: self._threshold_ns},
+        )
 
     def _event(self, event: Event, context: ValidationContext) -> Verdict | None:
         ts = event.exchange_ts

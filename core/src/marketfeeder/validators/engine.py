@@ -7,6 +7,12 @@ so an event only meets its relevant checks and the all-pass case returns ``None`
 For the built-in checks the table holds the check's handler for that class itself (``handler_for``), so a
 check costs one Python call; :meth:`ValidationEngine.check_all` takes a whole frame's events at once.
 
+The stateless built-in checks (prices, tick grid, spread, latency) also offer their fast tests as
+source (``pass_source``); the engine compiles those of one event class into a single function, built
+once per class. When it passes, those checks are known to pass and only the others run; when it is not
+sure (bad data, an exception), every check runs as configured, so verdicts, their order and the
+counters are exactly what running each check gives.
+
 A check that raises is a bug in that check (built-in checks never raise on bad data). The engine counts
 it under ``validator_errors``, logs its first traceback, and treats the event as passing that check: a
 faulty third-party check must not take the feed down.
@@ -15,8 +21,10 @@ faulty third-party check must not take the feed down.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from marketfeeder.models import EVENT_TYPES, Event, Instrument
 
@@ -29,6 +37,10 @@ log = logging.getLogger("marketfeeder.validators")
 
 _CheckFn = Callable[[Event, ValidationContext], "Verdict | None"]
 _Entry = tuple[Validator, _CheckFn]
+_PassFn = Callable[[Event, ValidationContext], bool]
+#: Per event class: the fused test of the stateless built-in checks (None: none of them applies), the
+#: entries to run when it passes (the others, in configured order), and every entry (when it does not).
+_Route = tuple["_PassFn | None", tuple[_Entry, ...], tuple[_Entry, ...]]
 
 #: Failure counters are kept for at most this many (exchange, symbol) pairs; beyond it they go to
 #: ``"*:*"``, so a stream of garbage symbols cannot grow the table without bound.
@@ -91,7 +103,7 @@ class ValidationEngine:
                 raise TypeError(f"validator {name!r} has no check(event, context) method")
         self._validators: tuple[Validator, ...] = tuple(validators)
         self._context = context
-        self._dispatch: dict[type[Event], tuple[_Entry, ...]] = {}
+        self._dispatch: dict[type[Event], _Route] = {}
         for cls in EVENT_TYPES.values():
             self._resolve(cls)
         self._failures: dict[tuple[str, str], dict[str, int]] = {}
@@ -108,34 +120,47 @@ class ValidationEngine:
     def context(self) -> ValidationContext:
         return self._context
 
-    def _resolve(self, cls: type[Event]) -> tuple[_Entry, ...]:
+    def _resolve(self, cls: type[Event]) -> _Route:
         entries: list[_Entry] = []
+        sources: list[tuple[str, dict[str, Any]]] = []
+        rest: list[_Entry] = []
         for validator in self._validators:
             if not any(issubclass(cls, t) for t in validator.event_types):
                 continue
             if type(validator).check is _Check.check:
                 # A built-in check: call its handler for this class directly (one call, not two).
                 handler = validator.handler_for(cls)  # type: ignore[attr-defined]
-                entries.append((validator, validator.check if handler is None else handler))
+                entry = (validator, validator.check if handler is None else handler)
+                source = validator.pass_source(cls, str(len(entries)))  # type: ignore[attr-defined]
             else:
-                entries.append((validator, validator.check))
-        self._dispatch[cls] = result = tuple(entries)
-        return result
+                entry = (validator, validator.check)
+                source = None
+            entries.append(entry)
+            if source is None:
+                rest.append(entry)
+            else:
+                sources.append(source)
+        fused = _compile_pass(cls, sources, self._context) if sources else None
+        self._dispatch[cls] = route = (fused, tuple(rest), tuple(entries))
+        return route
 
     def validators_for(self, cls: type[Event]) -> tuple[Validator, ...]:
         """The checks an event of class ``cls`` meets, in configured order."""
-        entries = self._dispatch.get(cls)
-        if entries is None:
-            entries = self._resolve(cls)
-        return tuple(validator for validator, _ in entries)
+        route = self._dispatch.get(cls)
+        if route is None:
+            route = self._resolve(cls)
+        return tuple(validator for validator, _ in route[2])
 
     def check(self, event: Event) -> list[Verdict] | None:
         """Run the relevant checks on ``event``: ``None`` when all pass, else their verdicts."""
         self._checked += 1
-        entries = self._dispatch.get(event.__class__)
-        if entries is None:
-            entries = self._resolve(event.__class__)
+        route = self._dispatch.get(event.__class__)
+        if route is None:
+            route = self._resolve(event.__class__)
         context = self._context
+        fused, entries, every = route
+        if fused is not None and not fused(event, context):
+            entries = every
         verdicts: list[Verdict] | None = None
         for validator, check in entries:
             try:
@@ -158,9 +183,12 @@ class ValidationEngine:
         index = -1
         for event in events:
             index += 1
-            entries = dispatch.get(event.__class__)
-            if entries is None:
-                entries = self._resolve(event.__class__)
+            route = dispatch.get(event.__class__)
+            if route is None:
+                route = self._resolve(event.__class__)
+            fused, entries, every = route
+            if fused is not None and not fused(event, context):
+                entries = every  # not sure: every check, as configured
             verdicts: list[Verdict] | None = None
             for validator, check in entries:
                 try:
@@ -248,3 +276,24 @@ class ValidationEngine:
         self._failures.clear()
         self._error_counts.clear()
         self._checked = self._failed = self._verdicts = 0
+
+
+def _compile_pass(cls: type[Event], sources: list[tuple[str, dict[str, Any]]], context: ValidationContext) -> _PassFn:
+    """One function running the fast tests of several stateless checks for events of class ``cls``."""
+    namespace: dict[str, Any] = {"INF": math.inf, "FLOAT": float, "INSTRUMENT": context.instrument}
+    direct = type(context) is StaticContext
+    if direct:  # what StaticContext.instrument does, without the call
+        namespace["INSTRUMENTS_GET"] = context._instruments.get  # type: ignore[attr-defined]
+    body: list[str] = []
+    for source, names in sources:
+        if direct:
+            source = source.replace("INSTRUMENT(e.exchange, e.symbol)", "INSTRUMENTS_GET((e.exchange, e.symbol))")
+        namespace.update(names)
+        body.extend("        " + line for line in source.splitlines())
+    code = (
+        "def _pass(e, ctx):\n    try:\n" + "\n".join(body) + "\n    except Exception:\n        return False\n"
+        "    return True\n"
+    )
+    exec(compile(code, f"<fused checks for {cls.__name__}>", "exec"), namespace)  # built from our own snippets
+    fused: _PassFn = namespace["_pass"]
+    return fused

@@ -30,6 +30,14 @@ then each applied diff (diffs it buffered while syncing come right after the sna
 earlier receive times). So the book at time T is the latest snapshot received at or before T plus its
 deltas received at or before T, in ``(seq, idx)`` order (see :meth:`History.book_at`).
 
+Bus positions
+-------------
+``bus_positions`` holds, per ``(source, consumer, stream)``, the last message-bus sequence whose events
+are stored (``seq``) and when that was committed (``committed_ns``). The sink writes it in the same
+transaction as those events, so after any crash the rows present are exactly those up to the stored
+position. It is bookkeeping, not market data: it is not in :data:`TABLES`, has no ``all_`` view and is
+never archived.
+
 Migrations
 ----------
 :data:`MIGRATIONS` is the full history of schema changes, one entry per version, each a list of SQL
@@ -192,6 +200,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
         """CREATE TABLE archive_runs (run_id VARCHAR PRIMARY KEY, cutoff_ts BIGINT, rows BIGINT,
             finished_ts BIGINT)""",
+    ),
+    # 3: message-bus positions, committed with the rows they cover (exactly-once ingest from a source).
+    (
+        """CREATE TABLE bus_positions (source VARCHAR, consumer VARCHAR, stream VARCHAR, seq BIGINT,
+            committed_ns BIGINT, PRIMARY KEY (source, consumer, stream))""",
     ),
 )
 

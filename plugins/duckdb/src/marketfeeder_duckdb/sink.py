@@ -12,9 +12,32 @@ Transactions
 ------------
 Appends go into one open transaction that is committed every ``commit_interval`` seconds (checked at
 each ``write_batch``), at ``flush()`` and at ``close()``. A commit first appends everything pending, so
-the rows of every ``write_batch`` call are durable once the next commit returns. ``commit_interval=0``
+the rows of every ``write_batch`` call are durable once the next commit returns (in a sink fed by a
+message bus: every row up to the last checkpoint, see below). ``commit_interval=0``
 commits at every ``write_batch`` (one transaction per batch). After a crash (``kill -9``) the database
 opens with every committed transaction and none of the uncommitted one.
+
+Exactly-once from a message bus
+-------------------------------
+A source that reads a message bus (see :mod:`marketfeeder.source`) ends each delivered batch with a
+:class:`~marketfeeder.models.BusCheckpoint`: "the events since the previous checkpoint are stream
+``symbol`` up to sequence ``seq``" (one ``deliver`` call is one contiguous run, so they are).
+Checkpoints are not stored as rows. Each one sets the pending position of ``(exchange, consumer,
+symbol)`` and marks a boundary in the pending buffer (the length of every per-table bucket there).
+A positioned sink only ever appends, and so commits, events up to the last boundary, and writes the
+positions into ``bus_positions`` in the same transaction as those events; events after the last
+checkpoint wait for the next one. So after any crash the rows present for a stream are exactly those
+up to its stored position, and a source that resumes right after :meth:`DuckDBSink.bus_positions`
+neither loses nor duplicates anything.
+
+A sink is positioned once a source asked it for its positions (a source asks before it delivers
+anything, to know where to resume), from its first checkpoint on, from the start when the file already
+holds positions, or with ``require_checkpoints = true``. ``flush()`` commits up to the last checkpoint. ``close()`` does not write the events after it:
+the bus redelivers them after the stored position, so writing them would store them twice; they are
+counted (``statistics()["uncheckpointed"]``) and logged. A sink that is not positioned writes
+everything, as before. At most ``max_uncheckpointed`` events may wait for a checkpoint; more stops the
+sink with :class:`DuckDBSinkError` (a feed that stopped checkpointing), after committing what was
+covered.
 
 Errors
 ------
@@ -38,15 +61,16 @@ archive) while the feeder holds the lock.
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import groupby
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -61,6 +85,7 @@ from marketfeeder.models import (
     BookSnapshot,
     BookState,
     BookTicker,
+    BusCheckpoint,
     Connection,
     Event,
     Gap,
@@ -77,6 +102,8 @@ from .schema import TABLES, SchemaError, create_views, migrate
 __all__ = ["DuckDBOptions", "DuckDBOptionsError", "DuckDBSink", "DuckDBSinkError", "snapshot_path_for"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Event class -> table. Subclasses map through their first known base (see ``_bucket_for``).
 EVENT_TABLES: dict[type[Event], str] = {
@@ -95,9 +122,14 @@ EVENT_TABLES: dict[type[Event], str] = {
 OTHER = "other_events"
 #: Pending-buffer key of snapshots and deltas: they are converted together, in arrival order.
 BOOK = "book"
+#: Bucket key of BusCheckpoint: never buffered, it moves the commit boundary (see the module docstring).
+CHECKPOINT = "bus_checkpoint"
 _CLASS_OF = operator.attrgetter("__class__")
 _MAX_PERF = 10_000  # performance snapshots queued between commits
 _BID, _ASK = "bid", "ask"
+_UPSERT_POSITION = "INSERT OR REPLACE INTO bus_positions VALUES (?, ?, ?, ?, ?)"
+#: (source, consumer, stream) -> stream sequence.
+Positions = dict[tuple[str, str, str], int]
 
 
 class DuckDBSinkError(RuntimeError):
@@ -154,6 +186,11 @@ class DuckDBOptions:
     threads: int = attrs.field(default=1, validator=_positive)
     #: DuckDB memory limit, e.g. "1GB".
     memory_limit: str | None = None
+    #: Hold every event until a BusCheckpoint covers it, from the first one (a sink fed only by a bus
+    #: source). Otherwise this starts at the first checkpoint, or at open when the file holds positions.
+    require_checkpoints: bool = False
+    #: Events that may wait for their BusCheckpoint; more stops the sink.
+    max_uncheckpointed: int = attrs.field(default=1_000_000, validator=_positive)
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> DuckDBOptions:
@@ -330,11 +367,24 @@ def _bucket_for(cls: type[Any], cache: dict[type[Any], str]) -> str:
     """Pending-buffer key of an event class: its table, or :data:`BOOK` for book images and deltas."""
     key = cache.get(cls)
     if key is None:
-        key = next((EVENT_TABLES[k] for k in cls.__mro__ if k in EVENT_TABLES), OTHER)
-        if key in ("book_snapshots", "book_deltas"):
-            key = BOOK
+        if issubclass(cls, BusCheckpoint):
+            key = CHECKPOINT
+        else:
+            key = next((EVENT_TABLES[k] for k in cls.__mro__ if k in EVENT_TABLES), OTHER)
+            if key in ("book_snapshots", "book_deltas"):
+                key = BOOK
         cache[cls] = key
     return key
+
+
+def _valid_checkpoint(event: Any) -> bool:
+    seq = getattr(event, "seq", None)
+    return (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and seq >= 0
+        and all(isinstance(getattr(event, name, None), str) for name in ("exchange", "consumer", "symbol"))
+    )
 
 
 # --- the sink ------------------------------------------------------------------------------------
@@ -360,6 +410,14 @@ class DuckDBSink:
         self._perf: deque[tuple[int, str]] = deque(maxlen=_MAX_PERF)  # bounded: keeps the newest
         self._in_tx = False
         self._bucket_cache: dict[type[Any], str] = {}
+        # Bus positions (see "Exactly-once" in the module docstring). On the event loop: whether any
+        # checkpoint was seen, the bucket lengths at the last one and the positions it covers.
+        self._positioned = False
+        self._boundary: dict[str, int] = {}
+        self._boundary_count = 0
+        self._marks: Positions = {}
+        # In the worker thread: positions handed over and not yet committed, written just before COMMIT.
+        self._tx_positions: Positions = {}
         self._last_commit = 0.0
         self._last_archive = 0.0
         self._last_snapshot = 0.0
@@ -371,6 +429,10 @@ class DuckDBSink:
             "malformed": 0,
             "archived_rows": 0,
             "snapshots": 0,
+            "checkpoints": 0,
+            "malformed_checkpoints": 0,
+            "positions_committed": 0,
+            "uncheckpointed": 0,
         }
         self._table_rows: dict[str, int] = dict.fromkeys(TABLES, 0)
 
@@ -388,32 +450,68 @@ class DuckDBSink:
         pending = self._pending
         # Runs of one class (a batch is mostly one type) are moved in C by groupby + extend.
         cache = self._bucket_cache
+        count = len(events)
         for cls, run in groupby(events, _CLASS_OF):
             key = cache.get(cls) or _bucket_for(cls, cache)
+            if key is CHECKPOINT:
+                count -= self._checkpoint(run)
+                continue
             bucket = pending.get(key)
             if bucket is None:
                 bucket = pending[key] = []
             bucket.extend(run)
-        self._pending_count += len(events)
-        self._stats["events"] += len(events)
+        self._pending_count += count
+        self._stats["events"] += count
+        if self._positioned:
+            ready = self._boundary_count
+            waiting = self._pending_count - ready
+            if waiting > self.options.max_uncheckpointed:
+                await self._stop(
+                    f"{waiting} events arrived after the last BusCheckpoint (max_uncheckpointed = "
+                    f"{self.options.max_uncheckpointed}); a sink fed by a bus source needs a checkpoint "
+                    "after every batch"
+                )
+        else:
+            ready = self._pending_count
         now = time.monotonic()
         commit = now - self._last_commit >= self.options.commit_interval
-        if commit or self._pending_count >= self.options.batch_size:
+        if commit or ready >= self.options.batch_size:
             await self._run(self._drain_sync, *self._take(), commit)
 
     async def flush(self) -> None:
+        """Commit every pending event (once a BusCheckpoint was seen: every one up to the last)."""
         self._check()
         if self._con is not None:
             await self._run(self._drain_sync, *self._take(), True)
 
     async def close(self) -> None:
+        """Commit and close. Events after the last BusCheckpoint are not written (the bus redelivers
+        them after the stored position): they are counted as ``uncheckpointed`` and logged."""
         if self._closed:
             return
         self._closed = True
         if self._failed is not None or self._con is None:
             return
         with anyio.CancelScope(shield=True):
-            await self._run(self._close_sync, *self._take())
+            pending, perf, positions = self._take()
+            self._drop_uncheckpointed()
+            await self._run(self._close_sync, pending, perf, positions)
+
+    async def bus_positions(self, source: str, consumer: str) -> dict[str, int]:
+        """Per stream, the last sequence of ``consumer`` on ``source`` whose events are committed
+        (:class:`marketfeeder.source.PositionedSink`). Resume right after it. Pending positions are
+        not included: ask before delivering, not while a batch is on its way to the sink.
+
+        Asking binds the sink: whoever asks delivers from after these positions, so from now on only
+        checkpoints cover events (those already pending came from elsewhere and stay committable)."""
+        self._check()
+        if self._con is None:
+            raise RuntimeError(f"duckdb sink {str(self.path)!r} is not open")
+        if not self._positioned:
+            self._positioned = True
+            self._boundary = {key: len(bucket) for key, bucket in self._pending.items()}
+            self._boundary_count = self._pending_count
+        return await self._run(self._positions_sync, source, consumer)
 
     def record_stats(self, stats: Mapping[str, Any], ts: int | None = None) -> None:
         """Queue a performance snapshot (e.g. ``feeder.get_performance_stats()``) for the next commit."""
@@ -439,6 +537,7 @@ class DuckDBSink:
             **self._stats,
             "pending": self._pending_count,
             "uncommitted": self._uncommitted,
+            "awaiting_checkpoint": self._pending_count - self._boundary_count if self._positioned else 0,
             "tables": dict(self._table_rows),
             "failed": None if self._failed is None else str(self._failed),
         }
@@ -455,15 +554,24 @@ class DuckDBSink:
         try:
             return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
         except (duckdb.Error, OSError, SchemaError) as exc:
-            lost = self._pending_count + self._uncommitted
-            self._failed = DuckDBSinkError(self.path, exc, lost=lost)
-            self._pending.clear()
-            self._pending_count = 0
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._abort_sync, limiter=self._limiter)
-            raise self._failed from exc
+            await self._fail(DuckDBSinkError(self.path, exc, lost=self._pending_count + self._uncommitted))
+
+    async def _stop(self, reason: str) -> NoReturn:
+        """Stop the sink for ``reason`` after committing what is checkpointed (it stays exactly-once)."""
+        await self._run(self._drain_sync, *self._take(), True)
+        await self._fail(DuckDBSinkError(self.path, reason, lost=self._pending_count))
+
+    async def _fail(self, error: DuckDBSinkError) -> NoReturn:
+        self._failed = error
+        self._pending.clear()
+        self._pending_count = 0
+        self._boundary, self._boundary_count, self._marks = {}, 0, {}
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._abort_sync, limiter=self._limiter)
+        raise error from error.cause if isinstance(error.cause, BaseException) else None
 
     def _abort_sync(self) -> None:
+        self._tx_positions.clear()
         con, self._con = self._con, None
         if con is None:
             return
@@ -494,10 +602,13 @@ class DuckDBSink:
                 )
                 _archive.recover(con, archive_dir)
             create_views(con, archive_dir)
+            # A file that holds positions is fed by a bus: keep its exactly-once contract from the start.
+            row = con.execute("SELECT count(*) FROM bus_positions").fetchone()
         except BaseException:
             con.close()
             raise
         self._con = con
+        self._positioned = self.options.require_checkpoints or bool(row and row[0])
         now = time.monotonic()
         self._last_commit = now
         self._last_snapshot = now
@@ -565,19 +676,94 @@ class DuckDBSink:
         rows = con.execute("SELECT nextval('book_snapshot_ids') FROM range(?)", [count]).fetchall()
         return [int(r[0]) for r in rows]
 
-    def _take(self) -> tuple[dict[str, list[Any]], list[tuple[int, str]]]:
-        """Hand the pending events over to a worker call (on the event loop, so nothing races)."""
-        pending, self._pending = self._pending, {}
-        perf, self._perf = list(self._perf), deque(maxlen=_MAX_PERF)
-        self._uncommitted += self._pending_count
-        self._pending_count = 0
-        return pending, perf
+    def _checkpoint(self, run: Iterable[Any]) -> int:
+        """Take a run of BusCheckpoints (on the event loop): each sets its stream's pending position
+        and moves the boundary to here. Returns how many events the run held."""
+        marks = self._marks
+        seen = valid = 0
+        for event in run:
+            seen += 1
+            if _valid_checkpoint(event):
+                marks[(event.exchange, event.consumer, event.symbol)] = event.seq
+                valid += 1
+        self._stats["checkpoints"] += valid
+        if valid < seen:
+            # Not a boundary: its events wait for the next valid checkpoint, whose position covers them.
+            self._stats["malformed_checkpoints"] += seen - valid
+            log.warning("duckdb sink %s: %d malformed BusCheckpoint(s) skipped", self.path, seen - valid)
+        if valid:
+            self._positioned = True
+            self._boundary = {key: len(bucket) for key, bucket in self._pending.items()}
+            self._boundary_count = sum(self._boundary.values())
+        return seen
 
-    def _drain_sync(self, pending: dict[str, list[Any]], perf: list[tuple[int, str]], commit: bool) -> None:
+    def _take(self) -> tuple[dict[str, list[Any]], list[tuple[int, str]], Positions]:
+        """Hand the pending events over to a worker call (on the event loop, so nothing races): all of
+        them, or once a BusCheckpoint was seen, those up to the last one with the positions they cover."""
+        perf, self._perf = list(self._perf), deque(maxlen=_MAX_PERF)
+        if not self._positioned:
+            pending, self._pending = self._pending, {}
+            taken, positions = self._pending_count, {}
+        else:
+            pending = {}
+            rest = self._pending
+            for key, length in self._boundary.items():
+                bucket = rest[key]
+                if length == len(bucket):
+                    pending[key] = rest.pop(key)
+                elif length:
+                    pending[key] = bucket[:length]
+                    del bucket[:length]
+            taken, positions = self._boundary_count, self._marks
+            self._boundary, self._boundary_count, self._marks = {}, 0, {}
+        self._uncommitted += taken
+        self._pending_count -= taken
+        return pending, perf, positions
+
+    def _drop_uncheckpointed(self) -> None:
+        """At close: events after the last checkpoint are left to the bus to redeliver."""
+        if self._pending_count:
+            self._stats["uncheckpointed"] += self._pending_count
+            log.warning(
+                "duckdb sink %s: %d events after the last BusCheckpoint not written; the bus redelivers "
+                "them after the stored position", self.path, self._pending_count,
+            )
+        self._pending = {}
+        self._pending_count = 0
+
+    def _positions_sync(self, source: str, consumer: str) -> dict[str, int]:
         con = self._con
         if con is None:
             raise RuntimeError(f"duckdb sink {str(self.path)!r} is not open")
-        if pending or perf:
+        # Positions are only written right before a COMMIT, so even inside the open transaction this
+        # reads the committed ones.
+        rows = con.execute(
+            "SELECT stream, seq FROM bus_positions WHERE source = ? AND consumer = ?", [source, consumer]
+        ).fetchall()
+        return {str(stream): int(seq) for stream, seq in rows}
+
+    def _commit_sync(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the positions the open transaction covers, then commit."""
+        marks = self._tx_positions
+        if marks:
+            now = time.time_ns()
+            con.executemany(_UPSERT_POSITION, [(*key, seq, now) for key, seq in marks.items()])
+        con.commit()
+        self._in_tx = False
+        self._uncommitted = 0
+        self._stats["commits"] += 1
+        self._stats["positions_committed"] += len(marks)
+        marks.clear()
+
+    def _drain_sync(
+        self, pending: dict[str, list[Any]], perf: list[tuple[int, str]], positions: Positions, commit: bool
+    ) -> None:
+        con = self._con
+        if con is None:
+            raise RuntimeError(f"duckdb sink {str(self.path)!r} is not open")
+        if positions:
+            self._tx_positions.update(positions)
+        if pending or perf or positions:
             if not self._in_tx:
                 con.begin()
                 self._in_tx = True
@@ -592,10 +778,7 @@ class DuckDBSink:
                 )
         if commit:
             if self._in_tx:
-                con.commit()
-                self._in_tx = False
-                self._uncommitted = 0
-                self._stats["commits"] += 1
+                self._commit_sync(con)
             now = time.monotonic()
             self._last_commit = now
             if (
@@ -614,10 +797,7 @@ class DuckDBSink:
         if con is None or archive_dir is None:
             return None
         if self._in_tx:
-            con.commit()
-            self._in_tx = False
-            self._uncommitted = 0
-            self._stats["commits"] += 1
+            self._commit_sync(con)
         self._last_archive = time.monotonic()
         result: _archive.ArchiveResult | None = None
         if self.options.archive_after_days is not None:
@@ -656,8 +836,8 @@ class DuckDBSink:
         self._last_snapshot = time.monotonic()
         self._stats["snapshots"] += 1
 
-    def _close_sync(self, pending: dict[str, list[Any]], perf: list[tuple[int, str]]) -> None:
-        self._drain_sync(pending, perf, True)
+    def _close_sync(self, pending: dict[str, list[Any]], perf: list[tuple[int, str]], positions: Positions) -> None:
+        self._drain_sync(pending, perf, positions, True)
         if self.options.snapshot_interval > 0 and self.snapshot_path.exists():
             # A reader falls back to the snapshot only while the file is locked, but a stale copy
             # left behind would mislead whoever opens it directly: bring it up to date.

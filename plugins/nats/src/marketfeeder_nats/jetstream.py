@@ -298,6 +298,13 @@ class PullConsumer:
         self._credit = max(self._credit, 0)
         return out
 
+    def reset(self) -> None:
+        """Forget outstanding pull requests and undelivered messages (after the durable was recreated)."""
+        if self.sub is not None:
+            self.sub.pending.clear()
+        self._credit = 0
+        self._gen = self.js.nc.generation
+
     async def ack(self, msg: Msg) -> None:
         """Acknowledge one message (buffered; sent with the next write)."""
         if msg.reply:

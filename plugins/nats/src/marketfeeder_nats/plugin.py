@@ -1,4 +1,4 @@
-"""Entry point of the ``nats`` plugin: the ``nats`` sink, the ``nats-source`` strategy, ``marketfeeder cluster``."""
+"""Entry point of the ``nats`` plugin: the ``nats`` sink and source, ``marketfeeder cluster``."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ def marketfeeder_register_sinks(register: Callable[[str, Any], None]) -> None:
 
 
 @hookimpl
-def marketfeeder_register_strategies(register: Callable[[str, Any], None]) -> None:
+def marketfeeder_register_sources(register: Callable[[str, Any], None]) -> None:
     from .source import NatsSource
 
-    register("nats-source", NatsSource)
+    register("nats", NatsSource)
 
 
 @hookimpl
