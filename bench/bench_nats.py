@@ -5,7 +5,7 @@ moves ``N`` trades:
 
 * ``publish``: the ``nats`` sink publishes the trades (batches of 1000, window 8192) until every one
   is acknowledged by JetStream (stored): acked msgs/s.
-* ``end to end``: the sink publishes while the ``nats-source`` consumer (durable pull consumer)
+* ``end to end``: the sink publishes while the ``nats`` source consumer (durable pull consumer)
   decodes and delivers them in the same process; msgs/s from the first publish to the last delivery.
   Its p50 latency is mostly the backlog of a flooded bus (the publisher outruns the consumer).
 * ``latency``: the same path at a steady 10k msgs/s (chunks of 50 every 5 ms): p50/p99 from the

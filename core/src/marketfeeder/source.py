@@ -54,6 +54,11 @@ class Ingest(Protocol):
         """Per stream, the last sequence every positioned sink has committed for ``consumer``: resume
         after it. Empty when no sink keeps positions (or none was committed yet)."""
 
+    @property
+    def positioned(self) -> bool:
+        """Whether any sink keeps positions: then a stream missing from :meth:`positions` has nothing
+        committed and must be read from its start, not from where the bus's consumer had got to."""
+
 
 @runtime_checkable
 class Source(Protocol):
