@@ -8,6 +8,9 @@ moves ``N`` trades:
 * ``end to end``: the sink publishes while the ``nats`` source consumer (durable pull consumer)
   decodes and delivers them in the same process; msgs/s from the first publish to the last delivery.
   Its p50 latency is mostly the backlog of a flooded bus (the publisher outruns the consumer).
+* ``end to end into a consumer Feeder``: the same, consumed by a whole Feeder with the ``nats`` source
+  (de-duplication, every validator, latest values, stats, a callback; a checkpoint per batch), flooded
+  and at a steady 10k msgs/s.
 * ``latency``: the same path at a steady 10k msgs/s (chunks of 50 every 5 ms): p50/p99 from the
   event's ``receive_ts`` (stamped just before publishing) to delivery.
 
@@ -205,6 +208,47 @@ async def _natspy_end_to_end(url: str, tag: str) -> tuple[float, list[float]]:
     return N / elapsed, latencies
 
 
+async def _feeder_end_to_end(url: str, tag: str, rate: float | None = None) -> tuple[float, list[float]]:
+    """As ``_ours_end_to_end``, but the consumer is a whole Feeder with the ``nats`` source: de-duplication,
+    every validator, latest values, stats and a callback, plus a BusCheckpoint per fetched batch."""
+    from marketfeeder import DataType, Feeder
+    from marketfeeder_nats.sink import NatsSink
+
+    prefixes = {"stream_prefix": f"F{tag}", "subject_prefix": f"f{tag}"}
+    sink = NatsSink({"url": url, **prefixes})
+    await sink.open()
+    config = {"sources": [{"type": "nats", "options": {
+        "url": url, "durable": "bench", "types": ["trades"], "batch": 512, **prefixes}}]}
+    latencies: list[float] = []
+    done = anyio.Event()
+
+    def deliver(event: Event) -> None:
+        latencies.append((time.time_ns() - event.receive_ts) / 1000.0)
+        if len(latencies) >= N:
+            done.set()
+
+    chunk = BATCH if rate is None else 50
+    template = _trades(chunk)
+    async with Feeder(config) as feeder:
+        feeder.subscribe("binance", "BTC-USDT", DataType.TRADES, deliver)
+        source = next(iter(feeder.sources.values()))[0]
+        with anyio.fail_after(30):
+            await source.ready.wait()  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        for start in range(0, N, chunk):
+            await sink.write_batch(_stamped(template, start))
+            if rate is None:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await anyio.sleep(max(0.0, t0 + (start + chunk) / rate - time.perf_counter()))
+        await sink.flush()
+        with anyio.fail_after(60):
+            await done.wait()
+        elapsed = time.perf_counter() - t0
+    await sink.close()
+    return N / elapsed, latencies
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -238,6 +282,13 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
                 _rate, lat = anyio.run(_ours_end_to_end, server.url, tag + "p", PACED, backend=backend)
                 add(f"latency p50 at {PACED // 1000}k msgs/s ({backend})", "us", False, statistics.median(lat))
                 add(f"latency p99 at {PACED // 1000}k msgs/s ({backend})", "us", False, _pct(lat, 0.99))
+                rate, lat = anyio.run(_feeder_end_to_end, server.url, tag + "f", backend=backend)
+                add(f"end to end into a consumer Feeder ({backend})", "msgs/s", True, rate)
+                _rate, lat = anyio.run(_feeder_end_to_end, server.url, tag + "fp", PACED, backend=backend)
+                add(f"consumer Feeder latency p50 at {PACED // 1000}k msgs/s ({backend})", "us", False,
+                    statistics.median(lat))
+                add(f"consumer Feeder latency p99 at {PACED // 1000}k msgs/s ({backend})", "us", False,
+                    _pct(lat, 0.99))
             if have_natspy:
                 tag = f"n{r}"
                 add("nats-py publish acked (asyncio)", "msgs/s", True, anyio.run(_natspy_publish, server.url, tag))
