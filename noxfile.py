@@ -20,7 +20,12 @@ PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 # Plugins installed together for the whole-project test run (the template is tested on its own).
 SHIPPED_PLUGINS = [p for p in PLUGINS if not p.name.startswith("_")]
 EXAMPLE_PACKAGES = sorted(p.parent for p in (ROOT / "docs" / "examples").glob("*/pyproject.toml"))
-TEST_DEPS = ["pytest>=8", "mkdocs>=1.6", "hypothesis>=6.100", "trio>=0.25", "pytest-timeout>=2.3", "prometheus-client>=0.20", "uvloop>=0.19; sys_platform != 'win32'"]
+TEST_DEPS = [
+    "pytest>=8", "mkdocs>=1.6", "hypothesis>=6.100", "trio>=0.25", "pytest-timeout>=2.3", "prometheus-client>=0.20",
+    "uvloop>=0.19; sys_platform != 'win32'",
+    # The NATS plugin's tests: nats-py is the oracle its own client is checked against; trustme makes TLS certificates.
+    "nats-py>=2.6", "trustme>=1.1",
+]
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
