@@ -115,6 +115,24 @@ async def _ours_publish(url: str, tag: str) -> float:
     return N / elapsed
 
 
+async def _publish_all(sink: Any, rate: float | None, done: anyio.Event) -> float:
+    """Publish N fresh trades, flooding (``rate`` None) or at ``rate`` msgs/s in chunks of 50; the
+    seconds until ``done`` (every one delivered)."""
+    chunk = BATCH if rate is None else 50
+    template = _trades(chunk)
+    t0 = time.perf_counter()
+    for start in range(0, N, chunk):
+        await sink.write_batch(_stamped(template, start))
+        if rate is None:
+            await anyio.lowlevel.checkpoint()
+        else:
+            await anyio.sleep(max(0.0, t0 + (start + chunk) / rate - time.perf_counter()))
+    await sink.flush()
+    with anyio.fail_after(60):
+        await done.wait()
+    return time.perf_counter() - t0
+
+
 async def _ours_end_to_end(url: str, tag: str, rate: float | None = None) -> tuple[float, list[float]]:
     """All N as fast as possible (``rate`` None: throughput, latency includes the backlog), or N at
     ``rate`` msgs/s in chunks of 50 (latency of an unsaturated bus)."""
@@ -133,22 +151,10 @@ async def _ours_end_to_end(url: str, tag: str, rate: float | None = None) -> tup
         if len(latencies) >= N:
             done.set()
 
-    chunk = BATCH if rate is None else 50
-    template = _trades(chunk)
     async with anyio.create_task_group() as tg:
         tg.start_soon(source.consume, deliver)
         await source.ready.wait()
-        t0 = time.perf_counter()
-        for start in range(0, N, chunk):
-            await sink.write_batch(_stamped(template, start))
-            if rate is None:
-                await anyio.lowlevel.checkpoint()
-            else:
-                await anyio.sleep(max(0.0, t0 + (start + chunk) / rate - time.perf_counter()))
-        await sink.flush()
-        with anyio.fail_after(60):
-            await done.wait()
-        elapsed = time.perf_counter() - t0
+        elapsed = await _publish_all(sink, rate, done)
         tg.cancel_scope.cancel()
     await sink.close()
     return N / elapsed, latencies
@@ -227,24 +233,12 @@ async def _feeder_end_to_end(url: str, tag: str, rate: float | None = None) -> t
         if len(latencies) >= N:
             done.set()
 
-    chunk = BATCH if rate is None else 50
-    template = _trades(chunk)
     async with Feeder(config) as feeder:
         feeder.subscribe("binance", "BTC-USDT", DataType.TRADES, deliver)
         source = next(iter(feeder.sources.values()))[0]
         with anyio.fail_after(30):
             await source.ready.wait()  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        for start in range(0, N, chunk):
-            await sink.write_batch(_stamped(template, start))
-            if rate is None:
-                await anyio.lowlevel.checkpoint()
-            else:
-                await anyio.sleep(max(0.0, t0 + (start + chunk) / rate - time.perf_counter()))
-        await sink.flush()
-        with anyio.fail_after(60):
-            await done.wait()
-        elapsed = time.perf_counter() - t0
+        elapsed = await _publish_all(sink, rate, done)
     await sink.close()
     return N / elapsed, latencies
 

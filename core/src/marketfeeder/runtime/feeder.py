@@ -98,6 +98,17 @@ class BookView:
                 f"ask={self.best_ask()} update_id={self.update_id}>")
 
 
+def _build(registry: Any, kind: str, name: str, options: Mapping[str, Any], where: str) -> Any:
+    """A registered plugin object from its options; a FeederError naming ``where`` when it cannot be."""
+    if name not in registry:
+        known = ", ".join(registry.names()) or "none"
+        raise FeederError(f"{where}: no {kind} named {name!r} is installed (installed: {known})")
+    try:
+        return registry[name](options)
+    except (ValueError, TypeError) as exc:
+        raise FeederError(f"{where}.{name}: {exc}") from None
+
+
 class Feeder:
     """Market data from every configured exchange, to callbacks, streams, buffers and sinks.
 
@@ -313,13 +324,7 @@ class Feeder:
             return policy if isinstance(policy, SequencePolicy) else SequencePolicy()
 
         for index, source_config in enumerate(self.config.sources):
-            if source_config.type not in registry:
-                known = ", ".join(registry.names()) or "none"
-                raise FeederError(f"sources[{index}]: no source named {source_config.type!r} is installed (installed: {known})")
-            try:
-                source = registry[source_config.type](source_config.options)
-            except (ValueError, TypeError) as exc:
-                raise FeederError(f"sources[{index}] ({source_config.type}): {exc}") from None
+            source = _build(registry, "source", source_config.type, source_config.options, f"sources[{index}]")
             ingest = SourceIngest(
                 source_config.type,
                 self.dispatcher,
@@ -344,13 +349,7 @@ class Feeder:
         registry = collect(self.plugin_manager, "marketfeeder_register_sinks", "sink")
         names: dict[str, int] = {}
         for sink_config in self.config.sinks:
-            if sink_config.type not in registry:
-                known = ", ".join(registry.names()) or "none"
-                raise FeederError(f"sinks: no sink named {sink_config.type!r} is installed (installed: {known})")
-            try:
-                sink = registry[sink_config.type](sink_config.options)
-            except (ValueError, TypeError) as exc:
-                raise FeederError(f"sinks.{sink_config.type}: {exc}") from None
+            sink = _build(registry, "sink", sink_config.type, sink_config.options, "sinks")
             count = names.get(sink_config.type, 0)
             names[sink_config.type] = count + 1
             name = sink_config.type if count == 0 else f"{sink_config.type}#{count + 1}"
