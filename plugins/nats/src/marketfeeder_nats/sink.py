@@ -457,13 +457,7 @@ class NatsSink:
                 delta: BookDelta = event  # type: ignore[assignment]
                 last = delta.seq
                 if uid is not None and delta.first_seq <= uid + 1 <= last:
-                    levels = delta.bids
-                    if levels:
-                        book._apply_bids(levels)
-                    levels = delta.asks
-                    if levels:
-                        book._apply_asks(levels)
-                    book.update_id = last
+                    book.apply_delta(delta)
                     tracked.exchange_ts = delta.exchange_ts
                     if now >= tracked.due:
                         await self._image(tracked, subject, now)
