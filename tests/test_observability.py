@@ -114,6 +114,12 @@ def test_secret_values_only_from_secret_names() -> None:
     assert RedactingFilter(["abc"]).redact('{"token": "zzz", "a": 1}') == '{"token": "***", "a": 1}'
 
 
+def test_credentials_in_urls_are_redacted() -> None:
+    redact = RedactingFilter([]).redact
+    assert redact("connecting to nats://feeder:pa%40ss@10.0.0.5:4222") == "connecting to nats://***@10.0.0.5:4222"
+    assert redact("tls://s3cr3tToken@h:4222 and http://example.com/a@b") == "tls://***@h:4222 and http://example.com/a@b"
+
+
 def test_json_formatter_keeps_exceptions() -> None:
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, None)
     record.exc_text = "Traceback: ..."

@@ -24,6 +24,8 @@ _SECRET_PAIR = re.compile(
     r"""(?P<quote>["']?)(?P<value>[^\s"',&}]+)""",
     re.IGNORECASE,
 )
+# the userinfo of a URL (scheme://user:password@host, scheme://TOKEN@host)
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.IGNORECASE)
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -42,6 +44,7 @@ class RedactingFilter(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
         return _SECRET_PAIR.sub(lambda m: f"{m.group('key')}{m.group('quote')}{REDACTED}", text)
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,10 @@ def free_port() -> int:
 
 
 class NatsServer:
-    def __init__(self, store_dir: str | None = None, port: int | None = None) -> None:
+    def __init__(self, store_dir: str | None = None, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.binary = require_binary()
+        #: Extra command-line arguments (authorization, TLS).
+        self.args = list(args)
         self._tmp = None if store_dir else tempfile.TemporaryDirectory(prefix="mf-nats-")
         self.store_dir = store_dir or self._tmp.name  # type: ignore[union-attr]
         self.port = port or free_port()
@@ -55,7 +58,8 @@ class NatsServer:
     def start(self) -> NatsServer:
         log = Path(self.store_dir) / "server.log"
         self.proc = subprocess.Popen(
-            [self.binary, "-js", "-p", str(self.port), "-a", "127.0.0.1", "-sd", self.store_dir, "-l", str(log)],
+            [self.binary, "-js", "-p", str(self.port), "-a", "127.0.0.1", "-sd", self.store_dir, "-l", str(log),
+             *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

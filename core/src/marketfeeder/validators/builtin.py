@@ -245,11 +245,18 @@ class _Check:
         """Statements that ``return False`` unless this check surely passes an event ``e`` of exactly
         class ``cls`` (context ``ctx``), for the engine's fused per-class test; None: not offered.
 
-        Only stateless checks offer one, and the test is conservative: when it falls through, the check's
-        handler would have returned None without raising and without side effects. ``tag`` makes the
-        names of the returned globals unique. Exceptions in the statements count as "not sure".
+        The test is conservative: when it falls through, the check's handler would have returned None
+        without raising. It has no side effects; a stateful check puts the state changes of its pass
+        path in :meth:`commit_source`, which the fused function runs only once every test passed.
+        ``tag`` makes the names of the returned globals (and of locals kept for the commit) unique.
+        Exceptions in the statements count as "not sure".
         """
         return None
+
+    def commit_source(self, cls: type[Event], tag: str) -> str:
+        """Statements (that cannot raise) applying what the handler's pass path changes in the check's
+        state, after :meth:`pass_source`'s statements fell through for the same event."""
+        return ""
 
     def _resolve(self, cls: type[Event]) -> Handler | None:
         # A subclass of a known event class (plugin-defined) gets its base class's handler.
@@ -954,6 +961,21 @@ class VolumeCheck(_Check):
         _Options("volumes", options).done()
         super().__init__("volumes", {Ticker: self._ticker, Kline: self._kline})
 
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        if cls is not Kline:
+            return None
+        # The _kline handler's fast test, as is.
+        return (
+            "v = e.volume; qv = e.quote_volume; n = e.trade_count\n"
+            "o = e.open; h = e.high; lo = e.low; c = e.close\n"
+            "if not ((v is None or (type(v) is FLOAT and 0.0 <= v < INF))"
+            " and (qv is None or (type(qv) is FLOAT and 0.0 <= qv < INF))"
+            " and (n is None or (type(n) is INT and n >= 0))"
+            " and (o is None or h is None or lo is None or c is None or (type(o) is FLOAT and type(h) is FLOAT"
+            " and type(lo) is FLOAT and type(c) is FLOAT and h >= o and h >= c and lo <= o and lo <= c))):"
+            " return False\n"
+        ), {}
+
     def _amounts(self, problems: _Problems, label: str, event: Ticker | Kline) -> None:
         problems.optional(f"{label} volume", event.volume, _non_negative_problem)
         problems.optional(f"{label} quote volume", event.quote_volume, _non_negative_problem)
@@ -1145,8 +1167,11 @@ def _mad_sorted(values: list[float], median: float) -> float:
     return current if n & 1 else (previous + current) * 0.5
 
 
-#: Most values a series takes on the fast path before its sorted window is caught up (bounds ``order``).
-_BAND_STEPS = 128
+#: Most values a series takes on the fast path before its sorted window is caught up (bounds ``order``
+#: to the window plus this many; each catch-up costs about one sort of the window).
+_BAND_STEPS = 512
+#: Values judged on the exact path before a band is tried again, after one could not be centred.
+_ARM_RETRY = 128
 #: Fast-path values merged back into the sorted window by bisection; past this many, one sort is cheaper.
 _MERGE_BY_INSERT = 16
 
@@ -1178,7 +1203,7 @@ class _Series:
         self.lag = 0
         order = self.order
         values = self.sorted
-        if lag <= _MERGE_BY_INSERT:
+        if lag <= _MERGE_BY_INSERT and lag <= window:  # the values pushed out were all in ``sorted``
             while len(order) > window:
                 del values[bisect_left(values, order.popleft())]
             for index in range(-lag, 0):
@@ -1273,8 +1298,7 @@ class OutlierCheck(_Check):
             )
         # hi - lo = rel * lo exactly for a half width of rel / (2 + rel); a hair less for rounding.
         self._band_half = self._rel_floor / (2.0 + self._rel_floor) * (1.0 - 1e-9)
-        # At most a window's worth: :meth:`_Series.sync` takes the values pushed out from the sorted window.
-        self._band_steps = min(_BAND_STEPS, self._window)
+        self._band_steps = _BAND_STEPS
         self._trades: dict[tuple[str, str], _Series] = {}
         self._mids: dict[tuple[str, str], _Series] = {}
         super().__init__("outliers", {Trade: self._trade, BookTicker: self._book_ticker})
@@ -1311,6 +1335,38 @@ class OutlierCheck(_Check):
                 series.hi = -_INF
             return None
         return self._observe(self._mids, event, mid, "book ticker mid", context)
+
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        # The handlers' band test: inside the band, the value is accepted (committed below); a value that
+        # is no usable price passes untouched; anything else needs the exact path (the handler).
+        s, v = f"s_{tag}", f"v_{tag}"
+        if cls is Trade:
+            streams = f"TRADES_{tag}"
+            lines = [f"{v} = e.price", f"if 0.0 < {v} < INF:"]
+            names: dict[str, Any] = {streams: self._trades}
+        elif cls is BookTicker:
+            streams = f"MIDS_{tag}"
+            lines = [f"b_{tag} = e.bid; a_{tag} = e.ask", f"if 0.0 < b_{tag} < INF and 0.0 < a_{tag} < INF:",
+                     f"    {v} = b_{tag} * 0.5 + a_{tag} * 0.5"]
+            names = {streams: self._mids}
+        else:
+            return None
+        lines += [
+            f"    {s} = {streams}.get((e.exchange, e.symbol))",
+            f"    if {s} is None or not {s}.lo <= {v} <= {s}.hi: return False",
+            "else:",
+            f"    {s} = None",
+        ]
+        return "\n".join(lines) + "\n", names
+
+    def commit_source(self, cls: type[Event], tag: str) -> str:
+        if cls is not Trade and cls is not BookTicker:
+            return ""
+        s, v = f"s_{tag}", f"v_{tag}"
+        return (
+            f"if {s} is not None:\n    {s}.order.append({v})\n    {s}.lag += 1\n    {s}.budget -= 1\n"
+            f"    if not {s}.budget: {s}.hi = -INF\n"
+        )
 
     def _observe(
         self,
@@ -1381,7 +1437,7 @@ class OutlierCheck(_Check):
             series.hi = hi
             series.budget = self._band_steps
         else:
-            series.budget = -_BAND_STEPS  # the two middle values are too far apart: wait a while
+            series.budget = -_ARM_RETRY  # the two middle values are too far apart: wait a while
 
     def _judge(
         self,
@@ -1439,7 +1495,8 @@ class TimestampCheck(_Check):
         self._monotonic = opts.flag("monotonic", True)
         opts.done()
         self._tolerance_ns = int(self._tolerance_ms * _NS_PER_MS)
-        self._last: dict[tuple[type[Event], str, str], int] = {}
+        #: The last accepted exchange time per stream, in a one-element list updated in place.
+        self._last: dict[tuple[type[Event], str, str], list[int]] = {}
         handlers: dict[type[Event], Handler] = dict.fromkeys(_MARKET_EVENTS, self._event)
         handlers[Kline] = self._kline
         super().__init__("timestamps", handlers)
@@ -1450,27 +1507,76 @@ class TimestampCheck(_Check):
             return None
         ahead = ts - context.now_ns()
         if ahead > self._tolerance_ns:
-            return Verdict(
-                self.name,
-                f"{_label(event)} exchange_ts {ts} is {ahead / _NS_PER_MS:.1f} ms in the future "
-                f"(tolerance {self._tolerance_ms:g} ms)",
-            )
+            return self._future(event, ts, ahead)
         if self._monotonic:
             key = (type(event), event.exchange, event.symbol)
             last = self._last.get(key)
-            if last is not None and ts < last:
-                return Verdict(
-                    self.name,
-                    f"{_label(event)} exchange_ts {ts} went back {(last - ts) / _NS_PER_MS:.3f} ms "
-                    f"(previous {last})",
-                )
-            self._last[key] = ts
+            if last is None:
+                self._last[key] = [ts]
+            elif ts < last[0]:
+                return self._backwards(event, ts, last[0])
+            else:
+                last[0] = ts  # one cell per stream: no second hash of the key
         return None
 
     def _kline(self, event: Kline, context: ValidationContext) -> Verdict | None:
         if event.open_ts > event.close_ts:
             return Verdict(self.name, f"kline open_ts {event.open_ts} is after its close_ts {event.close_ts}")
-        return self._event(event, context)
+        # _event inlined (klines are a busy stream).
+        ts = event.exchange_ts
+        if ts is None:
+            return None
+        ahead = ts - context.now_ns()
+        if ahead > self._tolerance_ns:
+            return self._future(event, ts, ahead)
+        if self._monotonic:
+            key = (type(event), event.exchange, event.symbol)
+            last = self._last.get(key)
+            if last is None:
+                self._last[key] = [ts]
+            elif ts < last[0]:
+                return self._backwards(event, ts, last[0])
+            else:
+                last[0] = ts
+        return None
+
+    def pass_source(self, cls: type[Event], tag: str) -> tuple[str, dict[str, Any]] | None:
+        if cls not in _MARKET_EVENTS:
+            return None
+        ts, last = f"ts_{tag}", f"l_{tag}"
+        lines = []
+        if cls is Kline:
+            lines.append("if e.open_ts > e.close_ts: return False")
+        lines += [
+            f"{ts} = e.exchange_ts",
+            f"if {ts} is not None:",
+            f"    if {ts} - ctx.now_ns() > TOL_{tag}: return False",
+        ]
+        if self._monotonic:
+            lines += [
+                f"    {last} = LAST_{tag}.get((CLS_{tag}, e.exchange, e.symbol))",
+                f"    if {last} is None or {ts} < {last}[0]: return False",  # a stream's first: the handler
+            ]
+        names = {f"TOL_{tag}": self._tolerance_ns, f"LAST_{tag}": self._last, f"CLS_{tag}": cls}
+        return "\n".join(lines) + "\n", names
+
+    def commit_source(self, cls: type[Event], tag: str) -> str:
+        if cls not in _MARKET_EVENTS or not self._monotonic:
+            return ""
+        return f"if ts_{tag} is not None: l_{tag}[0] = ts_{tag}\n"
+
+    def _future(self, event: Event, ts: int, ahead: int) -> Verdict:
+        return Verdict(
+            self.name,
+            f"{_label(event)} exchange_ts {ts} is {ahead / _NS_PER_MS:.1f} ms in the future "
+            f"(tolerance {self._tolerance_ms:g} ms)",
+        )
+
+    def _backwards(self, event: Event, ts: int, last: int) -> Verdict:
+        return Verdict(
+            self.name,
+            f"{_label(event)} exchange_ts {ts} went back {(last - ts) / _NS_PER_MS:.3f} ms (previous {last})",
+        )
 
 
 # --- latency -------------------------------------------------------------------------------------

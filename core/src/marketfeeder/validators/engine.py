@@ -7,11 +7,12 @@ so an event only meets its relevant checks and the all-pass case returns ``None`
 For the built-in checks the table holds the check's handler for that class itself (``handler_for``), so a
 check costs one Python call; :meth:`ValidationEngine.check_all` takes a whole frame's events at once.
 
-The stateless built-in checks (prices, tick grid, spread, latency) also offer their fast tests as
-source (``pass_source``); the engine compiles those of one event class into a single function, built
-once per class. When it passes, those checks are known to pass and only the others run; when it is not
-sure (bad data, an exception), every check runs as configured, so verdicts, their order and the
-counters are exactly what running each check gives.
+The built-in checks also offer their fast tests as source (``pass_source``, and for the stateful ones
+the state changes of their pass path, ``commit_source``); the engine compiles those of one event class
+into a single function, built once per class. When every test passes, the state changes are applied,
+those checks are known to pass and only the others run; when one is not sure (bad data, a value outside
+the outlier band, an exception), nothing was changed and every check runs as configured, so verdicts,
+their order, the checks' state and the counters are exactly what running each check gives.
 
 A check that raises is a bug in that check (built-in checks never raise on bad data). The engine counts
 it under ``validator_errors``, logs its first traceback, and treats the event as passing that check: a
@@ -29,7 +30,7 @@ from typing import Any
 from marketfeeder.models import EVENT_TYPES, Event, Instrument
 
 from .base import ValidationContext, Validator, Verdict
-from .builtin import _Check
+from .builtin import BUILTIN_VALIDATORS, _Check
 
 __all__ = ["StaticContext", "ValidationEngine"]
 
@@ -38,7 +39,9 @@ log = logging.getLogger("marketfeeder.validators")
 _CheckFn = Callable[[Event, ValidationContext], "Verdict | None"]
 _Entry = tuple[Validator, _CheckFn]
 _PassFn = Callable[[Event, ValidationContext], bool]
-#: Per event class: the fused test of the stateless built-in checks (None: none of them applies), the
+#: Checks whose ``pass_source`` is trusted as is (a subclass may change what its handlers decide).
+_FUSABLE: frozenset[type] = frozenset(t for t in BUILTIN_VALIDATORS.values() if isinstance(t, type))
+#: Per event class: the fused test of the built-in checks (None: none of them applies), the
 #: entries to run when it passes (the others, in configured order), and every entry (when it does not).
 _Route = tuple["_PassFn | None", tuple[_Entry, ...], tuple[_Entry, ...]]
 
@@ -122,7 +125,7 @@ class ValidationEngine:
 
     def _resolve(self, cls: type[Event]) -> _Route:
         entries: list[_Entry] = []
-        sources: list[tuple[str, dict[str, Any]]] = []
+        sources: list[tuple[str, dict[str, Any], str]] = []
         rest: list[_Entry] = []
         for validator in self._validators:
             if not any(issubclass(cls, t) for t in validator.event_types):
@@ -131,15 +134,20 @@ class ValidationEngine:
                 # A built-in check: call its handler for this class directly (one call, not two).
                 handler = validator.handler_for(cls)  # type: ignore[attr-defined]
                 entry = (validator, validator.check if handler is None else handler)
-                source = validator.pass_source(cls, str(len(entries)))  # type: ignore[attr-defined]
+                source = (
+                    validator.pass_source(cls, str(len(entries)))  # type: ignore[attr-defined]
+                    if type(validator) in _FUSABLE
+                    else None
+                )
             else:
                 entry = (validator, validator.check)
                 source = None
-            entries.append(entry)
             if source is None:
                 rest.append(entry)
             else:
-                sources.append(source)
+                commit = validator.commit_source(cls, str(len(entries)))  # type: ignore[attr-defined]
+                sources.append((source[0], source[1], commit))
+            entries.append(entry)
         fused = _compile_pass(cls, sources, self._context) if sources else None
         self._dispatch[cls] = route = (fused, tuple(rest), tuple(entries))
         return route
@@ -278,21 +286,26 @@ class ValidationEngine:
         self._checked = self._failed = self._verdicts = 0
 
 
-def _compile_pass(cls: type[Event], sources: list[tuple[str, dict[str, Any]]], context: ValidationContext) -> _PassFn:
-    """One function running the fast tests of several stateless checks for events of class ``cls``."""
-    namespace: dict[str, Any] = {"INF": math.inf, "FLOAT": float, "INSTRUMENT": context.instrument}
+def _compile_pass(
+    cls: type[Event], sources: list[tuple[str, dict[str, Any], str]], context: ValidationContext
+) -> _PassFn:
+    """One function running the fast tests of several built-in checks for events of class ``cls``: every
+    test first (no side effects), then, only when all passed, the state changes of the stateful ones."""
+    namespace: dict[str, Any] = {"INF": math.inf, "FLOAT": float, "INT": int, "INSTRUMENT": context.instrument}
     direct = type(context) is StaticContext
     if direct:  # what StaticContext.instrument does, without the call
         namespace["INSTRUMENTS_GET"] = context._instruments.get  # type: ignore[attr-defined]
-    body: list[str] = []
-    for source, names in sources:
+    tests: list[str] = []
+    commits: list[str] = []
+    for source, names, commit in sources:
         if direct:
             source = source.replace("INSTRUMENT(e.exchange, e.symbol)", "INSTRUMENTS_GET((e.exchange, e.symbol))")
         namespace.update(names)
-        body.extend("        " + line for line in source.splitlines())
-    code = (
-        "def _pass(e, ctx):\n    try:\n" + "\n".join(body) + "\n    except Exception:\n        return False\n"
-        "    return True\n"
+        tests.extend("        " + line for line in source.splitlines())
+        commits.extend("    " + line for line in commit.splitlines())
+    code = "\n".join(
+        ["def _pass(e, ctx):", "    try:", *tests, "    except Exception:", "        return False", *commits,
+         "    return True", ""]
     )
     exec(compile(code, f"<fused checks for {cls.__name__}>", "exec"), namespace)  # built from our own snippets
     fused: _PassFn = namespace["_pass"]

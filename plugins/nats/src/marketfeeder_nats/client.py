@@ -14,6 +14,16 @@ Consequences, stated plainly: server PINGs are answered only while some task rea
 (nobody waiting for anything for minutes) may be disconnected by the server, and is reconnected by the
 next call. Plain publishes written while a connection breaks are lost (NATS core is at-most-once);
 JetStream publishers keep their un-acked messages and republish them (see :mod:`.sink`).
+
+Security: credentials come from the URL (``nats://user:pass@host``, ``nats://TOKEN@host``) or from
+arguments, and are sent in CONNECT only to a server whose INFO asks for them. TLS is used for
+``tls://`` URLs, when a CA, client certificate or SSL context is given, or when the server's INFO
+requires it: the TCP stream is upgraded after INFO (the NATS 2.x order), before CONNECT. Credentials
+never appear in logs, errors, ``repr`` or :meth:`NatsClient.statistics` (servers are shown as
+``host:port``). A server refusing the credentials, or a failed TLS handshake, raises at once on the
+first connect (:class:`NatsAuthError`, :class:`NatsTLSError`): that is configuration, not a network
+blip; after the first connect the client keeps retrying them under ``reconnect_timeout`` (a cluster
+rotating credentials or certificates heals).
 """
 
 from __future__ import annotations
@@ -22,19 +32,25 @@ import itertools
 import logging
 import os
 import random
+import ssl
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.abc
 import orjson
+from anyio.streams.tls import TLSStream
 
 __all__ = [
+    "CREDENTIAL_ENV",
+    "SECURITY_OPTIONS",
     "Msg",
+    "NatsAuthError",
     "NatsClient",
     "NatsConnectionError",
+    "NatsTLSError",
     "NatsError",
     "NatsTimeoutError",
     "NoRespondersError",
@@ -44,6 +60,7 @@ __all__ = [
     "hpub_frame",
     "parse_headers",
     "parse_servers",
+    "security_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +78,15 @@ class NatsError(Exception):
 
 class NatsConnectionError(NatsError):
     """No server could be reached (within the reconnect time), or the client is closed."""
+
+
+class NatsAuthError(NatsConnectionError):
+    """The server refused the credentials (``-ERR 'Authorization Violation'`` and the like)."""
+
+
+class NatsTLSError(NatsConnectionError):
+    """TLS could not be set up: the certificate did not verify, the server does not offer TLS, or the
+    server rejected the client certificate."""
 
 
 class NatsTimeoutError(NatsError, TimeoutError):
@@ -138,25 +164,96 @@ def parse_headers(raw: bytes) -> tuple[dict[str, str], int | None, str]:
     return headers, status, description
 
 
-def parse_servers(servers: str | Sequence[str]) -> list[tuple[str, int]]:
-    """``"nats://h1:4222,nats://h2:4222"`` or a list of URLs -> [(host, port)]; port defaults to 4222."""
+class _Server:
+    """One server URL, parsed. Its credentials stay out of ``repr`` (and out of every message)."""
+
+    __slots__ = ("host", "password", "port", "tls", "token", "user")
+
+    def __init__(self, host: str, port: int, tls: bool, user: str, password: str, token: str) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.user = user
+        self.password = password
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
+
+
+def _redacted(item: str) -> str:
+    # For error messages about a URL: whatever precedes '@' may be a password or a token.
+    scheme, sep, rest = item.strip().rpartition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
+
+
+def _parse_urls(servers: str | Sequence[str]) -> list[_Server]:
     items = servers.split(",") if isinstance(servers, str) else list(servers)
-    result: list[tuple[str, int]] = []
+    result: list[_Server] = []
     for item in items:
         text = item.strip()
         if not text:
             continue
         if "://" not in text:
             text = "nats://" + text
-        parts = urlsplit(text)
-        if parts.scheme not in ("nats", "tcp"):
-            raise ValueError(f"unsupported NATS URL {item!r}: only nats:// (no TLS) is supported")
+        try:
+            parts = urlsplit(text)
+            port = parts.port or 4222
+        except ValueError as exc:
+            raise ValueError(f"invalid NATS URL {_redacted(item)!r}: {exc}") from None
+        if parts.scheme not in ("nats", "tcp", "tls"):
+            raise ValueError(f"unsupported NATS URL {_redacted(item)!r}: the scheme must be nats://, tcp:// or tls://")
         if not parts.hostname:
-            raise ValueError(f"NATS URL {item!r} has no host")
-        result.append((parts.hostname, parts.port or 4222))
+            raise ValueError(f"NATS URL {_redacted(item)!r} has no host")
+        user = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+        token = ""
+        if user and parts.password is None:
+            user, token = "", user  # nats://TOKEN@host
+        result.append(_Server(parts.hostname, port, parts.scheme == "tls", user, password, token))
     if not result:
         raise ValueError("no NATS server URL given")
     return result
+
+
+def parse_servers(servers: str | Sequence[str]) -> list[tuple[str, int]]:
+    """``"nats://h1:4222,tls://h2:4222"`` or a list of URLs -> [(host, port)]; port defaults to 4222.
+    Credentials in the URLs are accepted and left out of the result."""
+    return [(s.host, s.port) for s in _parse_urls(servers)]
+
+
+#: Sink and source options passed through to :class:`NatsClient` (see :func:`security_options`).
+SECURITY_OPTIONS = frozenset({"user", "password", "token", "tls_ca", "tls_cert", "tls_key", "tls_hostname"})
+_SECRET_OPTIONS = frozenset({"password", "token"})
+
+
+class _SecurityOptions(dict[str, Any]):
+    """Keyword arguments for :class:`NatsClient` whose ``repr`` hides the secrets."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {'***' if k in _SECRET_OPTIONS else repr(v)}" for k, v in self.items()) + "}"
+
+
+#: Where credentials come from when the options name none (secrets need not live in config files).
+CREDENTIAL_ENV = {"user": "MARKETFEEDER_NATS_USER", "password": "MARKETFEEDER_NATS_PASSWORD",
+                  "token": "MARKETFEEDER_NATS_TOKEN"}
+
+
+def security_options(options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The :data:`SECURITY_OPTIONS` present in ``options``, as ``NatsClient`` keyword arguments. When
+    none of ``user``, ``password``, ``token`` is given, they are read from :data:`CREDENTIAL_ENV`."""
+    result = _SecurityOptions({k: str(options[k]) for k in sorted(SECURITY_OPTIONS) if options.get(k)})
+    if not any(k in result for k in CREDENTIAL_ENV):
+        env = os.environ if environ is None else environ
+        result.update({k: env[name] for k, name in CREDENTIAL_ENV.items() if env.get(name)})
+    return result
+
+
+def _is_auth_error(err: str) -> bool:
+    text = err.lower()
+    return "authorization" in text or "authentication" in text
 
 
 class Subscription:
@@ -215,6 +312,12 @@ class NatsClient:
     ``reconnect_timeout``: seconds a call keeps trying to reach a server before raising
     :class:`NatsConnectionError` (None: forever). ``write_buffer``: bytes buffered before a publish
     waits for the socket (the bound of the write side).
+
+    Security: ``user``/``password`` or ``token`` for servers whose URL carries no credentials (a URL's
+    own ``user:pass@`` or ``TOKEN@``, percent-decoded, wins for that server). ``tls_ca`` (a PEM CA
+    file; default: the system's CAs), ``tls_cert``/``tls_key`` (client certificate for mutual TLS) or
+    ``tls_context`` (a ready :class:`ssl.SSLContext`) make TLS mandatory on every server;
+    ``tls_hostname`` is the name the server certificate must carry (default: the URL's host).
     """
 
     def __init__(
@@ -226,10 +329,34 @@ class NatsClient:
         reconnect_timeout: float | None = 60.0,
         max_backoff: float = 2.0,
         write_buffer: int = 1 << 16,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if write_buffer <= 0:
             raise ValueError("write_buffer must be positive")
-        self.servers = parse_servers(servers)
+        if password and not user:
+            raise ValueError("password given without user")
+        if token and user:
+            raise ValueError("give either user/password or token, not both")
+        if tls_key and not tls_cert:
+            raise ValueError("tls_key given without tls_cert")
+        self._targets = _parse_urls(servers)
+        self._user = user or ""
+        self._password = password or ""
+        self._token = token or ""
+        #: (host, port) of every server, credentials left out.
+        self.servers = [(s.host, s.port) for s in self._targets]
+        self.tls_hostname = tls_hostname
+        self._tls_forced = bool(tls_ca or tls_cert or tls_context is not None)
+        self._has_client_cert = bool(tls_cert or tls_context is not None)
+        self._ssl_context = tls_context or (_ssl_context(tls_ca, tls_cert, tls_key) if self._tls_forced else None)
+        self.tls = False
         self.name = name
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -241,7 +368,7 @@ class NatsClient:
         self.generation = 0
         self.reconnects = 0
         self.last_error: str = ""
-        self._stream: anyio.abc.SocketStream | None = None
+        self._stream: anyio.abc.ByteStream | None = None
         self._server_index = 0
         self._rbuf = bytearray()
         self._wbuf = bytearray()
@@ -273,6 +400,10 @@ class NatsClient:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
 
+    def __repr__(self) -> str:
+        state = "connected" if self._stream is not None else "closed" if self._closed else "not connected"
+        return f"<NatsClient {','.join(map(repr, self._targets))} {state}>"
+
     @property
     def is_connected(self) -> bool:
         return self._stream is not None
@@ -302,6 +433,7 @@ class NatsClient:
             "reconnects": self.reconnects,
             "subscriptions": len(self._subs),
             "write_buffered": len(self._wbuf),
+            "tls": self.tls,
             "last_error": self.last_error,
         }
 
@@ -319,10 +451,20 @@ class NatsClient:
             errors: list[str] = []
             with anyio.move_on_after(self.reconnect_timeout if self.reconnect_timeout is not None else float("inf")):
                 while True:
-                    host, port = self.servers[self._server_index % len(self.servers)]
+                    server = self._targets[self._server_index % len(self._targets)]
+                    host, port = server.host, server.port
                     try:
-                        await self._handshake(host, port)
+                        await self._handshake(server)
                         return
+                    except (NatsAuthError, NatsTLSError) as exc:
+                        # Wrong credentials or certificates: fail fast on the first connect; once
+                        # connected, retry them like any failure (rotations heal within the timeout).
+                        await self._drop_connection(f"{type(exc).__name__}: {exc}")
+                        if self.generation == 0:
+                            raise
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                        del errors[:-3]
+                        self._server_index += 1
                     except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError, NatsError) as exc:
                         await self._drop_connection(f"{type(exc).__name__}: {exc}")
                         errors.append(f"{host}:{port}: {type(exc).__name__}: {exc}")
@@ -334,7 +476,13 @@ class NatsClient:
                 f"could not connect to NATS within {self.reconnect_timeout} s; last errors: {'; '.join(errors)}"
             )
 
-    async def _handshake(self, host: str, port: int) -> None:
+    def _client_ssl_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:  # a tls:// URL or a server requiring TLS: the system's CAs
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    async def _handshake(self, server: _Server) -> None:
+        host, port = server.host, server.port
         # The stream becomes ``self._stream`` only once the server accepted CONNECT, so no other
         # task reads from or writes to it before that.
         self._rbuf.clear()
@@ -343,16 +491,36 @@ class NatsClient:
         self._err = None
         self.server_info = {}
         with anyio.fail_after(self.connect_timeout):
-            stream = await anyio.connect_tcp(host, port)
+            stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+        tls = False
         try:
             with anyio.fail_after(self.connect_timeout):
                 while not self.server_info.get("_fresh"):  # INFO comes first; the parser stores it
                     await self._receive_into(stream)
-                self.server_info.pop("_fresh", None)
-                connect = {
+                info = self.server_info
+                info.pop("_fresh", None)
+                offered = bool(info.get("tls_required") or info.get("tls_available"))
+                if (server.tls or self._tls_forced) and not offered:
+                    raise NatsTLSError(f"NATS server {host}:{port} does not offer TLS, which is required")
+                if server.tls or self._tls_forced or info.get("tls_required"):
+                    try:
+                        stream = await TLSStream.wrap(
+                            stream,
+                            hostname=self.tls_hostname or host,
+                            ssl_context=self._client_ssl_context(),
+                            standard_compatible=False,
+                        )
+                    except ssl.SSLError as exc:
+                        verify = getattr(exc, "verify_message", "")
+                        hint = " (check tls_ca and tls_hostname)" if verify else ""
+                        reason = verify or exc.reason or str(exc)
+                        raise NatsTLSError(f"TLS handshake with NATS server {host}:{port} failed: {reason}{hint}") from exc
+                    tls = True
+                    self._rbuf.clear()
+                connect: dict[str, Any] = {
                     "verbose": False,
                     "pedantic": False,
-                    "tls_required": False,
+                    "tls_required": tls,
                     "name": self.name,
                     "lang": "python-anyio",
                     "version": "0.1.0",
@@ -360,27 +528,46 @@ class NatsClient:
                     "headers": True,
                     "no_responders": True,
                 }
+                credentials = bool(server.user or server.token or self._user or self._token)
+                if info.get("auth_required"):  # secrets go only to a server that asks for them
+                    if server.user or server.token:
+                        user, password, token = server.user, server.password, server.token
+                    else:
+                        user, password, token = self._user, self._password, self._token
+                    if token:
+                        connect["auth_token"] = token
+                    elif user:
+                        connect["user"] = user
+                        connect["pass"] = password
                 await stream.send(b"CONNECT " + orjson.dumps(connect) + _CRLF + _PING)
                 self._pings = 1
-                while self._pongs < 1:
-                    if self._err is not None:
-                        raise ProtocolError(f"server refused the connection: {self._err}")
-                    await self._receive_into(stream)
+                try:
+                    while self._pongs < 1:
+                        if self._err is not None:
+                            if _is_auth_error(self._err):
+                                given = "" if credentials else " (no credentials given)"
+                                raise NatsAuthError(f"NATS server {host}:{port} refused the connection: {self._err}{given}")
+                            raise ProtocolError(f"NATS server {host}:{port} refused the connection: {self._err}")
+                        await self._receive_into(stream)
+                except ssl.SSLError as exc:  # e.g. the server rejected our client certificate (TLS 1.3)
+                    hint = "" if self._has_client_cert else " (the server may require a client certificate: tls_cert)"
+                    raise NatsTLSError(f"TLS with NATS server {host}:{port} failed: {exc.reason or exc}{hint}") from exc
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
             raise
         self._stream = stream
+        self.tls = tls
         self.generation += 1
         if self.generation > 1:
             self.reconnects += 1
-            log.info("reconnected to nats://%s:%d (generation %d)", host, port, self.generation)
+            log.info("reconnected to %r (generation %d)", server, self.generation)
         # Re-subscribe everything (same sids) so deliveries resume on the new connection.
         for sub in self._subs.values():
             self._wbuf += self._sub_line(sub)
         await self._flush_wbuf()
 
-    async def _receive_into(self, stream: anyio.abc.SocketStream) -> None:
+    async def _receive_into(self, stream: anyio.abc.ByteStream) -> None:
         data = await stream.receive(_READ_SIZE)
         self._rbuf += data
         self._parse()
@@ -665,6 +852,21 @@ class NatsClient:
         if msg.status == 503:
             raise NoRespondersError(f"no responders on {subject}")
         return msg
+
+
+def _ssl_context(cafile: str | None, certfile: str | None, keyfile: str | None) -> ssl.SSLContext:
+    """A client context verifying the server against ``cafile`` (or the system's CAs), presenting
+    ``certfile``/``keyfile`` when given. A missing or unreadable file is reported here, not at connect."""
+    try:
+        ctx = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"tls_ca {cafile!r}: cannot load the CA file ({exc})") from None
+    if certfile:
+        try:
+            ctx.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"tls_cert {certfile!r} / tls_key {keyfile!r}: cannot load ({exc})") from None
+    return ctx
 
 
 def _pub_bytes(subject: str, reply: str, payload: bytes, headers: Mapping[str, str] | None) -> bytes:

@@ -32,7 +32,16 @@ from marketfeeder.book import OrderBook
 from marketfeeder.clock import now_ns
 from marketfeeder.models import BookDelta, BookSnapshot, BookState, BookStatus, DataType, Event, Gap, Trade
 
-from .client import Msg, NatsClient, NatsConnectionError, NatsError, NatsTimeoutError, hpub_frame
+from .client import (
+    SECURITY_OPTIONS,
+    Msg,
+    NatsClient,
+    NatsConnectionError,
+    NatsError,
+    NatsTimeoutError,
+    hpub_frame,
+    security_options,
+)
 from .codec import CodecError, decode_event, encode_event
 from .jetstream import JetStream, JetStreamError
 from .leases import ShardLeases
@@ -75,13 +84,15 @@ class NatsSinkOptions:
             "create_streams", "name", "max_bytes", "group", "member", "lease_ttl", "standby_buffer",
             "snapshot_interval", "snapshot_depth",
         }
-    )  # fmt: skip
+    ) | SECURITY_OPTIONS  # fmt: skip
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = set(options) - self.KNOWN
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(self.KNOWN))}")
         self.url = str(options.get("url") or options.get("target") or "nats://127.0.0.1:4222")
+        #: Credentials and TLS files for the client (``repr`` hides the secrets).
+        self.security = security_options(options)
         shards = options.get("shards", 16)
         if isinstance(shards, Mapping):
             self.default_shards = int(shards.get("default", 16))
@@ -162,7 +173,7 @@ class NatsSink:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = NatsSinkOptions(options)
-        self.nc = NatsClient(self.options.url, name=self.options.name)
+        self.nc = NatsClient(self.options.url, name=self.options.name, **self.options.security)
         self.js = JetStream(self.nc)
         self._window: dict[str, _Pending] = {}
         self._subjects: dict[tuple[type[Event], str, str, str], str] = {}

@@ -30,7 +30,7 @@ from marketfeeder.clock import now_ns
 from marketfeeder.models import BusCheckpoint, DataType, Event, Gap
 from marketfeeder.source import Ingest
 
-from .client import NatsClient, NatsError
+from .client import SECURITY_OPTIONS, NatsClient, NatsError, security_options
 from .codec import CodecError, decode_event
 from .jetstream import JetStream, JetStreamError, PullConsumer, parse_ack_reply
 from .subjects import TYPE_TOKENS, stream_name, subject_token
@@ -73,13 +73,15 @@ class NatsSourceOptions:
             "url", "target", "durable", "exchange", "shard", "symbol", "types", "start", "batch", "expires",
             "stream_prefix", "subject_prefix", "max_ack_pending", "ack_wait", "wait_for_streams",
         }
-    )  # fmt: skip
+    ) | SECURITY_OPTIONS  # fmt: skip
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = set(options) - self.KNOWN
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(self.KNOWN))}")
         self.url = str(options.get("url") or options.get("target") or "nats://127.0.0.1:4222")
+        #: Credentials and TLS files for the client (``repr`` hides the secrets).
+        self.security = security_options(options)
         self.durable = str(options.get("durable", "marketfeeder"))
         if not self.durable or any(c in self.durable for c in ". *>"):
             raise ValueError(f"durable must be a plain name (no dots, blanks or wildcards), got {self.durable!r}")
@@ -171,7 +173,7 @@ class NatsSource:
         self.positions = dict(await ingest.positions(o.durable))
         # A positioned sink without a position for a stream committed nothing of it yet.
         self.positioned = bool(getattr(ingest, "positioned", False))
-        async with NatsClient(o.url, name=f"marketfeeder-source-{o.durable}") as nc:
+        async with NatsClient(o.url, name=f"marketfeeder-source-{o.durable}", **o.security) as nc:
             js = JetStream(nc)
             async with anyio.create_task_group() as tg:
                 for token in o.types:
@@ -404,6 +406,7 @@ class _CallbackIngest:
     """The :class:`~marketfeeder.source.Ingest` of :meth:`NatsSource.consume`."""
 
     source = "nats"
+    positioned = False  # a callback keeps no bus positions
 
     def __init__(self, deliver: Callable[[Event], None]) -> None:
         self._deliver = deliver
