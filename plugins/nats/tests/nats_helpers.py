@@ -158,3 +158,19 @@ async def acks_settled(source: NatsSource) -> None:
                 if info is None or info["num_ack_pending"] == 0:
                     break
                 await anyio.sleep(0.02)
+
+
+async def until_nats_py_subscribed(nc: NatsClient, sub: Any, subject: str) -> None:
+    """nats-py's ``flush()`` can return before the server has applied its SUB (a message published
+    right then is not routed to it; the next one is): probe until one gets through."""
+    import nats.errors
+
+    for _ in range(50):
+        await nc.publish(subject, b"probe")
+        await nc.flush()
+        try:
+            await sub.next_msg(0.1)
+            return
+        except nats.errors.TimeoutError:
+            continue
+    raise AssertionError(f"nats-py never received a message on {subject}")

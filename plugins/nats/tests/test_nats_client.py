@@ -6,6 +6,7 @@ import os
 
 import anyio
 import pytest
+from nats_helpers import until_nats_py_subscribed
 from natsserver import NatsServer
 
 from marketfeeder_nats.client import (
@@ -213,6 +214,7 @@ async def test_nats_py_oracle_interoperates(nats_server: NatsServer, anyio_backe
             assert (msg.data, msg.headers) == (b"from-nats-py", {"Nats-Msg-Id": "abc"})
             their = await oracle.subscribe("t.oracle2")
             await oracle.flush()
+            await until_nats_py_subscribed(nc, their, "t.oracle2")
             await nc.publish("t.oracle2", b"from-us", headers={"A": "1"})
             await nc.flush()
             got = await their.next_msg(5)

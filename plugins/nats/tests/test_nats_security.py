@@ -14,7 +14,7 @@ from urllib.parse import quote
 import anyio
 import pytest
 import trustme
-from nats_helpers import consumer_config, unique_prefixes, wait_until
+from nats_helpers import consumer_config, unique_prefixes, until_nats_py_subscribed, wait_until
 from natsserver import NatsServer
 
 from marketfeeder.logs import RedactingFilter
@@ -346,6 +346,7 @@ async def test_nats_py_agrees_over_tls(tls_server: NatsServer, pki: Pki, anyio_b
             sub = await ref.subscribe("sec.oracle")
             await ref.flush()
             async with NatsClient(f"tls://{hostport(tls_server)}", tls_ca=pki.ca, user=USER, password=PASSWORD) as nc:
+                await until_nats_py_subscribed(nc, sub, "sec.oracle")
                 await nc.publish("sec.oracle", b"through tls", headers={"K": "v"})
                 await nc.flush()
             got.append(await sub.next_msg(timeout=5))
