@@ -96,7 +96,11 @@ def _peer_python(session: nox.Session) -> str | None:
     spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "bench" / "bench_peers.py")
     assert spec is not None and spec.loader is not None
     bench_peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_peers)
+    sys.path.insert(0, str(ROOT / "bench"))  # bench_peers imports its sibling _table
+    try:
+        spec.loader.exec_module(bench_peers)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
     found = bench_peers.candidate_interpreters()
     if not found:
         session.log("peer comparison will be skipped: no Python >= 3.13 on this machine (PATH, ~/.pyenv/versions)")
