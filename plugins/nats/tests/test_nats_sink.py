@@ -19,6 +19,7 @@ from marketfeeder.models import (
     BookSnapshot,
     BookState,
     BookStatus,
+    BusCheckpoint,
     DataType,
     Event,
     Gap,
@@ -180,6 +181,19 @@ async def test_every_type_lands_on_its_stream(nats_server: NatsServer) -> None:
     assert [type(e).__name__ for _s, _subj, _h, e in book] == ["BookSnapshot", "BookDelta", "BookState", "Gap"]
     assert len({subj for _s, subj, _h, _e in book}) == 1
     assert sorted(await read_all(nats_server.url, prefixes["stream_prefix"]), key=repr) == sorted(events, key=repr)
+
+
+@pytest.mark.anyio
+async def test_a_relaying_feeder_does_not_publish_its_own_bus_positions(nats_server: NatsServer) -> None:
+    prefixes = unique_prefixes()
+    sink = NatsSink({"url": nats_server.url, "storage": "memory", **prefixes})
+    await sink.open()
+    trades = [e for e in sample_events("binance") if isinstance(e, Trade)]
+    checkpoint = BusCheckpoint("nats", "MD_TRADES", None, T0, 41, "app", len(trades))
+    await sink.write_batch([*trades, checkpoint])
+    await sink.close()
+    assert await read_all(nats_server.url, prefixes["stream_prefix"]) == trades
+    assert sink.statistics()["checkpoints_skipped"] == 1
 
 
 # --- periodic book images ----------------------------------------------------------------------

@@ -30,7 +30,17 @@ import orjson
 
 from marketfeeder.book import OrderBook
 from marketfeeder.clock import now_ns
-from marketfeeder.models import BookDelta, BookSnapshot, BookState, BookStatus, DataType, Event, Gap, Trade
+from marketfeeder.models import (
+    BookDelta,
+    BookSnapshot,
+    BookState,
+    BookStatus,
+    BusCheckpoint,
+    DataType,
+    Event,
+    Gap,
+    Trade,
+)
 
 from .client import (
     SECURITY_OPTIONS,
@@ -197,6 +207,8 @@ class NatsSink:
         self._wanted: set[tuple[str, int]] = set()
         self._next_tick = 0.0
         self.standby_dropped = 0
+        #: Batches from which BusCheckpoint events (a relaying feeder's own positions) were left out.
+        self.checkpoints_skipped = 0
         self.takeovers = 0
         self.takeover_gaps = 0
         # Book images: the sink's copy of each book by its subject.
@@ -257,6 +269,7 @@ class NatsSink:
             "unacked": len(self._window),
             "last_error": self.last_error,
             "images": self.images,
+            "checkpoints_skipped": self.checkpoints_skipped,
             "images_truncated": self.images_truncated,
             "books": len(self._books),
             "client": self.nc.statistics(),
@@ -327,6 +340,11 @@ class NatsSink:
         return route
 
     async def write_batch(self, events: Sequence[Event]) -> None:
+        if any(event.__class__ is BusCheckpoint for event in events):
+            # A feeder relaying one bus to another: its own consumer positions mean nothing downstream
+            # (and would be taken for the downstream consumers' positions if they shared names).
+            events = [event for event in events if event.__class__ is not BusCheckpoint]
+            self.checkpoints_skipped += 1
         if self.leases is not None:
             events = await self._owned_only(events)
         await self._publish(events)
